@@ -1,0 +1,1 @@
+"""Workbench: a self-hosted backend for OpenAI's ChatKit protocol."""
