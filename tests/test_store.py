@@ -220,7 +220,9 @@ async def test_bad_order_and_limit(store: PostgresStore, alice: RequestContext):
 async def test_every_item_type_round_trips(store: PostgresStore, alice: RequestContext):
     thread = await new_thread(store, alice)
     samples = every_item_type(thread.id, datetime.now())
-    sdk_types = {m.model_fields["type"].default for m in typing.get_args(typing.get_args(ThreadItem)[0])}
+    sdk_types = {
+        m.model_fields["type"].default for m in typing.get_args(typing.get_args(ThreadItem)[0])
+    }
     assert {s.type for s in samples} == sdk_types, "the SDK added or removed an item type"
 
     for sample in samples:
@@ -292,9 +294,7 @@ async def test_item_id_accepted_as_cursor(store: PostgresStore, alice: RequestCo
         await store.load_thread_items(thread.id, "msg_gone", 10, "desc", alice)
 
 
-async def test_concurrent_inserts_keep_a_total_order(
-    store: PostgresStore, alice: RequestContext
-):
+async def test_concurrent_inserts_keep_a_total_order(store: PostgresStore, alice: RequestContext):
     thread = await new_thread(store, alice)
     items = [message(store, thread, f"c{i}", NOW) for i in range(60)]
     await asyncio.gather(*(store.add_thread_item(thread.id, item, alice) for item in items))
@@ -381,14 +381,19 @@ async def test_delete_thread_item(store: PostgresStore, alice: RequestContext):
 
 def file_attachment(thread_id: str | None = None, name: str = "a.csv") -> FileAttachment:
     return FileAttachment(
-        id=f"atc_{time.time_ns():x}", name=name, mime_type="text/csv", thread_id=thread_id,
+        id=f"atc_{time.time_ns():x}",
+        name=name,
+        mime_type="text/csv",
+        thread_id=thread_id,
         metadata={"blob": "key/1"},
     )
 
 
 async def test_attachment_round_trip_and_upsert(store: PostgresStore, alice: RequestContext):
     image = ImageAttachment(
-        id="atc_img_" + alice.user_id, name="p.png", mime_type="image/png",
+        id="atc_img_" + alice.user_id,
+        name="p.png",
+        mime_type="image/png",
         preview_url="https://x.example/p.png",  # type: ignore[arg-type]
         upload_descriptor={"url": "https://x.example/up", "method": "PUT"},  # type: ignore[arg-type]
         metadata={"sha": "abc"},
@@ -442,7 +447,8 @@ async def test_feedback(store: PostgresStore, alice: RequestContext):
 async def count_rows(pool: AsyncConnectionPool, table: str, thread_id: str) -> int:
     async with pool.connection() as conn:
         cursor = await conn.execute(
-            f"SELECT count(*) FROM {table} WHERE thread_id = %s", (thread_id,)  # noqa: S608
+            f"SELECT count(*) FROM {table} WHERE thread_id = %s",
+            (thread_id,),
         )
         row = await cursor.fetchone()
         assert row is not None

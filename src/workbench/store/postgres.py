@@ -206,9 +206,7 @@ class PostgresStore(Store[RequestContext]):
         if row is None:
             raise NotFoundError(f"Thread {thread_id} not found")
 
-    async def load_item(
-        self, thread_id: str, item_id: str, context: RequestContext
-    ) -> ThreadItem:
+    async def load_item(self, thread_id: str, item_id: str, context: RequestContext) -> ThreadItem:
         row = await self._fetchone(
             "SELECT data::text FROM thread_items WHERE thread_id = %s AND id = %s AND owner = %s",
             (thread_id, item_id, context.user_id),
