@@ -1,29 +1,83 @@
-"""The FastAPI application: lifespan (database, store) and HTTP routes."""
+"""The FastAPI application: lifespan (database, store, agent server) and HTTP routes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from chatkit.server import StreamingResult
+from chatkit.store import NotFoundError
+from chatkit.types import is_streaming_req
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 
+from workbench.agent.models import ModelCatalog
 from workbench.config import Settings, load_settings
+from workbench.context import Authenticator
+from workbench.errors import ApiError, error_response
+from workbench.protocol import busy_key, check_request, parse_request
+from workbench.server import WorkbenchServer
+from workbench.sse import EventStreamResponse, error_event
 from workbench.store import PostgresStore, open_database
 from workbench.store.migrations import pending_migrations
 
+logger = logging.getLogger(__name__)
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+_JSON_TYPES = {"application/json", ""}
+
+
+def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = None) -> FastAPI:
     settings = settings or load_settings()
+    authenticate = Authenticator(settings)
+    busy_threads: set[str] = set()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        models = catalog or ModelCatalog(settings)
+        log = logger.warning if models.provider == "demo" else logger.info
+        log("model provider: %s", models.describe())
         async with open_database(settings) as database:
             app.state.database = database
-            app.state.store = PostgresStore(database.pool)
+            app.state.server = WorkbenchServer(PostgresStore(database.pool), settings, models)
             yield
 
     app = FastAPI(title="Workbench", lifespan=lifespan)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept-Language"],
+        max_age=600,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.post("/chatkit")
+    async def chatkit(request: Request) -> Response:
+        server: WorkbenchServer = request.app.state.server
+        context = await authenticate(request)
+        _check_content_type(request)
+        parsed = parse_request(await _read_body(request, settings.max_request_bytes))
+        await check_request(parsed, server, context)
+
+        thread_id = busy_key(parsed) if is_streaming_req(parsed) else None
+        if thread_id is not None and thread_id in busy_threads:
+            return EventStreamResponse(_single(_busy_message(thread_id)), on_close=lambda: None)
+        try:
+            result = await server.process_request(parsed, context)
+        except NotFoundError as error:
+            raise ApiError(404, "not_found", f"{error}.") from None
+        except ValueError as error:
+            raise ApiError(400, "invalid_request", str(error)) from None
+        if not isinstance(result, StreamingResult):
+            return Response(result.json, media_type="application/json")
+        if thread_id is not None:
+            busy_threads.add(thread_id)
+        return EventStreamResponse(result, on_close=lambda: busy_threads.discard(thread_id or ""))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -37,13 +91,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await conn.execute("SELECT 1")
             pending = await pending_migrations(database.url)
         except Exception as error:
-            return JSONResponse(
-                {"status": "unavailable", "reason": f"database unreachable: {error}"}, 503
-            )
+            return error_response(503, "not_ready", f"database unreachable: {error}")
         if pending:
-            return JSONResponse(
-                {"status": "unavailable", "reason": f"migrations pending: {pending}"}, 503
-            )
+            return error_response(503, "not_ready", f"migrations pending: {pending}")
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+def _check_content_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in _JSON_TYPES:
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"Send the request as JSON (Content-Type: application/json), not {media_type!r}.",
+        )  # fmt: skip
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(
+                413, "request_too_large", f"The request body is larger than {limit} bytes."
+            )
+    return bytes(body)
+
+
+def _busy_message(thread_id: str) -> bytes:
+    return error_event(
+        f"Thread {thread_id} is already answering another request. Wait for it to finish "
+        "(or stop it), then send again.",
+        allow_retry=True,
+    )
+
+
+async def _single(event: bytes) -> AsyncIterator[bytes]:
+    yield event

@@ -7,9 +7,17 @@ README's settings table, and pass the value down.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOCAL_DEV_ORIGINS = [
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:5173",
+    "http://127.0.0.1:5173",
+]
 
 
 class Settings(BaseSettings):
@@ -33,11 +41,96 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
+    # -- HTTP ------------------------------------------------------------------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=LOCAL_DEV_ORIGINS, description="Comma-separated origins allowed by CORS."
+    )
+    max_request_bytes: int = Field(
+        default=1_000_000, ge=1024, description="Largest /chatkit request body accepted."
+    )
+
+    # -- auth ------------------------------------------------------------------------------
+    auth: Literal["none", "jwt", "header"] = Field(default="none")
+    allow_insecure_bind: bool = Field(
+        default=False, description="Allow auth=none on a non-loopback address."
+    )
+    local_user: str = Field(default="local", description="The user id when auth=none.")
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (auth=jwt).")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL (auth=jwt).")
+    jwt_audience: str | None = Field(default=None)
+    jwt_issuer: str | None = Field(default=None)
+    auth_header: str = Field(
+        default="X-Forwarded-User", description="Header carrying the user id (auth=header)."
+    )
+
+    # -- model providers -------------------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "WORKBENCH_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "WORKBENCH_OPENAI_BASE_URL"),
+    )
+    provider: Literal["auto", "openai", "chat_completions", "demo"] = Field(default="auto")
+    chat_completions_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible Chat Completions server (Ollama, vLLM...)."
+    )
+    chat_completions_api_key: SecretStr | None = Field(default=None)
+    model: str | None = Field(default=None, description="Default model name.")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated models the composer may pick."
+    )
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_summary: Literal["auto", "concise", "detailed"] | None = None
+    title_model: str | None = Field(default=None, description="Model for thread titles.")
+    transcription_model: str = Field(default="gpt-4o-mini-transcribe")
+    instructions: str | None = Field(default=None, description="Extra system instructions.")
+    max_turns: int = Field(default=12, ge=1, description="Model calls per response.")
+    history_max_items: int = Field(
+        default=200, ge=2, description="Transcript items sent to the model per turn."
+    )
+    model_timeout: float = Field(default=120.0, gt=0, description="Seconds per model request.")
+    model_max_retries: int = Field(
+        default=2, ge=0, description="Retries of a failed model request (429, 5xx, timeouts)."
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Resolved once so a later chdir cannot move the data under our feet.
         return value.expanduser().resolve()
+
+    @field_validator("cors_origins", "models", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _auth_is_configured(self) -> Settings:
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_jwks_url):
+            raise ValueError(
+                "WORKBENCH_AUTH=jwt needs WORKBENCH_JWT_SECRET or WORKBENCH_JWT_JWKS_URL"
+            )
+        if self.provider == "openai" and not self.openai_api_key:
+            raise ValueError("WORKBENCH_PROVIDER=openai needs OPENAI_API_KEY")
+        if self.provider == "chat_completions" and not self.chat_completions_base_url:
+            raise ValueError(
+                "WORKBENCH_PROVIDER=chat_completions needs WORKBENCH_CHAT_COMPLETIONS_BASE_URL"
+            )
+        return self
+
+    @property
+    def resolved_provider(self) -> Literal["openai", "chat_completions", "demo"]:
+        """``auto`` picks OpenAI with a key, else a Chat Completions URL, else the demo model."""
+        if self.provider != "auto":
+            return self.provider
+        if self.openai_api_key:
+            return "openai"
+        if self.chat_completions_base_url:
+            return "chat_completions"
+        return "demo"
 
     @field_validator("log_level")
     @classmethod

@@ -67,6 +67,10 @@ class PostgresStore(Store[RequestContext]):
         self._pool = pool
         self._thread_deletion_hooks: list[ThreadDeletionHook] = []
 
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        return self._pool
+
     # -- ids -------------------------------------------------------------------------------
 
     def generate_thread_id(self, context: RequestContext) -> str:

@@ -1,0 +1,123 @@
+"""The offline demo model: deterministic, labeled, and streaming like a real one.
+
+Used when no model provider is configured, so the server runs (and the whole pipeline can be
+tried) with no key and no network. It echoes what it was asked, says clearly that it is a
+demo, and — when the user's message holds a fenced ```python block and the agent has the
+``execute_python`` tool — calls that tool with the code, streaming the arguments in chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
+from agents.agent_output import AgentOutputSchemaBase
+from agents.handoffs import Handoff
+from agents.items import TResponseInputItem, TResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses.response_prompt_param import ResponsePromptParam
+from pydantic import TypeAdapter
+
+from workbench.agent.response_events import FunctionCall, OutputPart, Text, response_events
+
+DEMO_MODEL_NAME = "workbench-demo"
+DEMO_LABEL = "[Demo model — no model provider is configured]"
+PYTHON_TOOL = "execute_python"
+
+_EVENT = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)
+_FENCED_PYTHON = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
+
+
+class DemoModel(Model):
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> ModelResponse:
+        completed: Response | None = None
+        async for event in self._events(input, tools):
+            if event.type == "response.completed":
+                completed = event.response
+        assert completed is not None
+        return ModelResponse(output=completed.output, usage=Usage(), response_id=completed.id)
+
+    async def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        async for event in self._events(input, tools):
+            yield event
+
+    async def _events(
+        self, input: str | list[TResponseInputItem], tools: list[Tool]
+    ) -> AsyncIterator[ResponseStreamEvent]:
+        parts = demo_reply(input, {tool.name for tool in tools})
+        for event in response_events(
+            parts, model=DEMO_MODEL_NAME, response_id=f"resp_demo_{secrets.token_hex(6)}"
+        ):
+            yield _EVENT.validate_python(event)
+
+
+def demo_reply(input: str | list[TResponseInputItem], tool_names: set[str]) -> list[OutputPart]:
+    """What the demo model says to this input: deterministic, no randomness in the text."""
+    items: list[Any] = [{"role": "user", "content": input}] if isinstance(input, str) else input
+    last = items[-1] if items else {}
+    if last.get("type") == "function_call_output":
+        output = _text_of(last.get("output"))
+        return [Text(f"{DEMO_LABEL} The code ran. Its output:\n\n{output}")]
+
+    text = _last_user_text(items)
+    code = _FENCED_PYTHON.search(text)
+    if code and PYTHON_TOOL in tool_names:
+        arguments = json.dumps({"code": code.group(1)})
+        return [FunctionCall(PYTHON_TOOL, arguments, call_id=f"call_demo_{len(items)}")]
+
+    echo = text.strip() or "(an empty message)"
+    return [
+        Text(
+            f"{DEMO_LABEL} You said: {echo}\n\nThis reply comes from Workbench's offline demo "
+            "model. Set OPENAI_API_KEY (or WORKBENCH_CHAT_COMPLETIONS_BASE_URL) to talk to a "
+            "real model."
+        )
+    ]
+
+
+def _last_user_text(items: list[Any]) -> str:
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return _text_of(item.get("content"))
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") for part in content
+            if isinstance(part, dict) and part.get("type") in {"input_text", "output_text", "text"}
+        )  # fmt: skip
+    return "" if content is None else str(content)

@@ -1,0 +1,121 @@
+"""The model transcript of a thread, as an Agents SDK ``Session`` on our Postgres pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.items import TResponseInputItem
+from agents.memory import SessionSettings
+from agents.models.fake_id import FAKE_RESPONSES_ID
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+
+class TranscriptSession:
+    """One turn's view of a thread's transcript.
+
+    Items added through this session are tagged with ``turn`` (the id of the ChatKit user
+    message being answered), which is what lets a retry rewind the transcript to just before
+    that message. Reads return at most ``max_items`` of the newest items, starting at a user
+    message so a tool output is never sent without the call it answers.
+    """
+
+    session_settings: SessionSettings | None = None
+
+    def __init__(
+        self, pool: AsyncConnectionPool, thread_id: str, owner: str, turn: str, max_items: int
+    ) -> None:
+        self._pool = pool
+        self.session_id = thread_id
+        self._owner = owner
+        self._turn = turn
+        self._max_items = max_items
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        budget = self._max_items if limit is None else min(limit, self._max_items)
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                """
+                SELECT data FROM agent_transcript
+                WHERE thread_id = %s AND owner = %s ORDER BY seq DESC LIMIT %s
+                """,
+                (self.session_id, self._owner, budget),
+            )
+            newest_first = [row[0] for row in await cursor.fetchall()]
+        items = newest_first[::-1]
+        if len(items) == budget:
+            items = _from_first_user_message(items)
+        return items
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        if not items:
+            return
+        rows = [
+            (self.session_id, self._owner, self._turn, Jsonb(_without_fake_id(item)))
+            for item in items
+        ]
+        async with self._pool.connection() as conn, conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO agent_transcript (thread_id, owner, turn, data)"
+                " VALUES (%s, %s, %s, %s)",
+                rows,
+            )
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                """
+                DELETE FROM agent_transcript WHERE (thread_id, seq) = (
+                    SELECT thread_id, seq FROM agent_transcript
+                    WHERE thread_id = %s AND owner = %s ORDER BY seq DESC LIMIT 1
+                ) RETURNING data
+                """,
+                (self.session_id, self._owner),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def clear_session(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM agent_transcript WHERE thread_id = %s AND owner = %s",
+                (self.session_id, self._owner),
+            )
+
+    async def has_turn(self) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM agent_transcript WHERE thread_id = %s AND owner = %s AND turn = %s"
+                " LIMIT 1",
+                (self.session_id, self._owner, self._turn),
+            )
+            return await cursor.fetchone() is not None
+
+    async def rewind(self) -> int:
+        """Forget this turn and everything after it; return how many items went."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                """
+                DELETE FROM agent_transcript
+                WHERE thread_id = %(thread)s AND owner = %(owner)s AND seq >= (
+                    SELECT min(seq) FROM agent_transcript
+                    WHERE thread_id = %(thread)s AND owner = %(owner)s AND turn = %(turn)s
+                )
+                """,
+                {"thread": self.session_id, "owner": self._owner, "turn": self._turn},
+            )
+            return cursor.rowcount
+
+
+def _from_first_user_message(items: list[Any]) -> list[Any]:
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return items[index:]
+    return []
+
+
+def _without_fake_id(item: Any) -> Any:
+    # Chat Completions items carry a placeholder id that the Responses API would reject.
+    if isinstance(item, dict) and item.get("id") == FAKE_RESPONSES_ID:
+        return {key: value for key, value in item.items() if key != "id"}
+    return item

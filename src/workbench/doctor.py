@@ -1,0 +1,55 @@
+"""``workbench doctor``: check what the server depends on, and say what to fix."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from workbench.agent.models import ModelCatalog
+from workbench.config import Settings
+from workbench.store import open_database
+from workbench.store.migrations import pending_migrations
+
+
+async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
+    problems = 0
+
+    def report(ok: bool, what: str, fix: str = "") -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        out.write(f"[{'ok' if ok else 'PROBLEM'}] {what}\n")
+        if not ok and fix:
+            out.write(f"          fix: {fix}\n")
+
+    where = "DATABASE_URL" if settings.database_url else f"embedded in {settings.data_dir}"
+    try:
+        async with open_database(settings, migrate=False) as database:
+            async with database.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            pending = await pending_migrations(database.url)
+        report(True, f"database reachable ({where})")
+        report(not pending, f"migrations pending: {pending}" if pending else "migrations applied",
+               "run `workbench migrate` (the server also applies them at start-up)")  # fmt: skip
+    except Exception as error:
+        report(False, f"database ({where}): {error}",
+               "check DATABASE_URL, or unset it to use the embedded Postgres")  # fmt: skip
+
+    catalog = ModelCatalog(settings)
+    if catalog.provider == "demo":
+        report(True, "model provider: " + catalog.describe())
+    else:
+        assert catalog.client is not None
+        try:
+            await catalog.client.with_options(timeout=10, max_retries=0).models.list()
+            report(True, f"model provider reachable: {catalog.describe()}")
+        except Exception as error:
+            where = f"{catalog.provider} at {catalog.client.base_url}"
+            report(False, f"model provider ({where}): {type(error).__name__}: {error}",
+                   "check OPENAI_API_KEY / OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_*")  # fmt: skip
+
+    if settings.auth == "none":
+        report(True, "auth: none (one local user; loopback only unless forced)")
+    else:
+        report(True, f"auth: {settings.auth}")
+    out.write("all good\n" if problems == 0 else f"{problems} problem(s)\n")
+    return 0 if problems == 0 else 1

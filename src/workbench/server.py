@@ -1,0 +1,238 @@
+"""The ``ChatKitServer`` subclass: runs the agent for a thread and streams it as ChatKit events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from agents import Agent, ModelSettings, RunConfig, Runner
+from agents.items import TResponseInputItem
+from chatkit.agents import AgentContext, stream_agent_response
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.types import (
+    AssistantMessageItem,
+    AudioInput,
+    ChatKitReq,
+    FeedbackKind,
+    InferenceOptions,
+    ThreadItem,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    TranscriptionResult,
+    UserMessageItem,
+    UserMessageTextContent,
+    WidgetItem,
+    WorkflowItem,
+    is_streaming_req,
+)
+from openai.types.shared import Reasoning
+
+from workbench.agent.converter import WorkbenchConverter
+from workbench.agent.errors import stream_error
+from workbench.agent.models import ModelCatalog
+from workbench.agent.session import TranscriptSession
+from workbench.agent.stream import AdaptedRun
+from workbench.agent.titles import make_title
+from workbench.config import Settings
+from workbench.context import RequestContext
+from workbench.store import PostgresStore
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """You are Workbench, a helpful assistant in a chat app.
+Answer clearly and concisely. Use Markdown when it helps."""
+
+CANCELLED_NOTE = "The user stopped the previous response before it finished."
+
+
+class TranscriptionUnavailableError(ValueError):
+    pass
+
+
+class UnknownToolError(ValueError):
+    pass
+
+
+@dataclass
+class _ActiveRun:
+    session: TranscriptSession
+    input: list[TResponseInputItem]
+
+
+class WorkbenchServer(ChatKitServer[RequestContext]):
+    store: PostgresStore
+
+    def __init__(self, store: PostgresStore, settings: Settings, catalog: ModelCatalog) -> None:
+        super().__init__(store)
+        self.settings = settings
+        self.catalog = catalog
+        self.converter = WorkbenchConverter()
+        self.tools: list[object] = []
+        # One response runs per thread at a time (the HTTP layer enforces it), so the thread
+        # id identifies the run that a cancellation belongs to.
+        self._active: dict[str, _ActiveRun] = {}
+
+    async def process_request(
+        self, request: ChatKitReq, context: RequestContext
+    ) -> StreamingResult | NonStreamingResult:
+        """``process()`` for a request the HTTP layer has already parsed and checked."""
+        if is_streaming_req(request):
+            return StreamingResult(self._process_streaming(request, context))
+        return NonStreamingResult(await self._process_non_streaming(request, context))
+
+    # -- checks the HTTP layer makes before any byte is streamed ----------------------------
+
+    def check_inference_options(self, options: InferenceOptions) -> None:
+        """Raise ValueError for a model or tool this server does not offer."""
+        self.catalog.resolve(options.model)
+        if options.tool_choice is not None:
+            names = [getattr(tool, "name", "") for tool in self.tools]
+            if options.tool_choice.id not in names:
+                available = ", ".join(names) or "none"
+                raise UnknownToolError(
+                    f"inference_options.tool_choice.id: unknown tool "
+                    f"{options.tool_choice.id!r} (available: {available})"
+                )
+
+    # -- the agent run ----------------------------------------------------------------------
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: RequestContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        message = input_user_message or await self._latest_item(thread, context)
+        options = input_user_message.inference_options if input_user_message else None
+        model_name = self.catalog.resolve(options.model if options else None)
+        session = TranscriptSession(
+            self.store.pool, thread.id, context.user_id, turn=message.id if message else thread.id,
+            max_items=self.settings.history_max_items,
+        )  # fmt: skip
+        if input_user_message and await session.has_turn():
+            await session.rewind()  # threads.retry_after_item: answer this message afresh
+        agent_input = await self.converter.to_agent_input(message) if message else []
+        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        result = Runner.run_streamed(
+            self._agent(
+                model_name, options.tool_choice.id if options and options.tool_choice else None
+            ),
+            agent_input,
+            context=agent_context,
+            max_turns=self.settings.max_turns,
+            session=session,
+            run_config=RunConfig(workflow_name="Workbench chat", group_id=thread.id),
+        )
+        self._active[thread.id] = _ActiveRun(session, agent_input)
+        adapted = AdaptedRun(
+            result, lambda: self.store.generate_item_id("message", thread, context)
+        )
+        try:
+            async for event in stream_agent_response(agent_context, adapted):  # type: ignore[arg-type]
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away or pressed stop: stop the model and any tool at once.
+            result.cancel()
+            raise
+        except Exception as error:
+            self._active.pop(thread.id, None)
+            logger.exception("agent run failed in thread %s", thread.id)
+            raise stream_error(
+                error, provider=self.catalog.provider, max_turns=self.settings.max_turns
+            ) from error
+        # (On cancellation the entry stays for handle_stream_cancelled, which the SDK calls.)
+        self._active.pop(thread.id, None)
+        if thread.title is None and input_user_message is not None:
+            thread.title = await make_title(
+                self.catalog, _plain_text(input_user_message), self.settings.title_model
+            )
+
+    def _agent(
+        self, model_name: str, tool_choice: str | None
+    ) -> Agent[AgentContext[RequestContext]]:
+        reasoning = None
+        if self.catalog.provider == "openai" and (
+            self.settings.reasoning_effort or self.settings.reasoning_summary
+        ):
+            reasoning = Reasoning(
+                effort=self.settings.reasoning_effort, summary=self.settings.reasoning_summary
+            )
+        instructions = INSTRUCTIONS
+        if self.settings.instructions:
+            instructions += "\n\n" + self.settings.instructions
+        return Agent[AgentContext[RequestContext]](
+            name="Workbench",
+            instructions=instructions,
+            model=self.catalog.model(model_name),
+            model_settings=ModelSettings(tool_choice=tool_choice, reasoning=reasoning),
+            tools=list(self.tools),  # type: ignore[arg-type]
+        )
+
+    async def _latest_item(
+        self, thread: ThreadMetadata, context: RequestContext
+    ) -> ThreadItem | None:
+        """What a response without a new user message answers (a tool output, a form)."""
+        page = await self.store.load_thread_items(thread.id, None, 1, "desc", context)
+        return page.data[0] if page.data else None
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    async def handle_stream_cancelled(
+        self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RequestContext
+    ) -> None:
+        # The SDK saves partial assistant text and a note that the user cancelled; widgets and
+        # workflows in flight are saved too, in the state they reached.
+        await super().handle_stream_cancelled(thread, pending_items, context)
+        for item in pending_items:
+            if isinstance(item, WidgetItem | WorkflowItem):
+                await self.store.save_item(thread.id, item, context)
+        run = self._active.pop(thread.id, None)
+        if run is not None:
+            await self._remember_cancellation(run, pending_items)
+
+    async def _remember_cancellation(self, run: _ActiveRun, pending: list[ThreadItem]) -> None:
+        """Leave the transcript as the user saw it: question, partial answer, stop."""
+        items: list[TResponseInputItem] = []
+        if not await run.session.has_turn():
+            items.extend(run.input)
+        partial = "".join(
+            part.text
+            for item in pending
+            if isinstance(item, AssistantMessageItem)
+            for part in item.content
+        )
+        if partial.strip():
+            items.append({"role": "assistant", "content": partial})
+        items.append({"role": "user", "content": f"[{CANCELLED_NOTE}]"})
+        await run.session.add_items(items)
+
+    # -- other ops --------------------------------------------------------------------------
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: RequestContext
+    ) -> None:
+        await self.store.save_feedback(thread_id, item_ids, feedback, context)
+
+    async def transcribe(
+        self, audio_input: AudioInput, context: RequestContext
+    ) -> TranscriptionResult:
+        client = self.catalog.client
+        if self.catalog.provider != "openai" or client is None:
+            raise TranscriptionUnavailableError(
+                "Dictation needs the OpenAI audio API: set OPENAI_API_KEY on the server."
+            )
+        extension = audio_input.media_type.split("/")[-1]
+        transcription = await client.audio.transcriptions.create(
+            model=self.settings.transcription_model,
+            file=(f"dictation.{extension}", audio_input.data, audio_input.mime_type),
+        )
+        return TranscriptionResult(text=transcription.text)
+
+
+def _plain_text(message: UserMessageItem) -> str:
+    return " ".join(
+        part.text if isinstance(part, UserMessageTextContent) else f"@{part.text}"
+        for part in message.content
+    )
