@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from tests.live import LiveServer, ScriptedOpenAI, started
 from tests.postgres_server import admin_server, throwaway_database
 from workbench.config import Settings
 from workbench.context import RequestContext
@@ -58,3 +61,25 @@ def alice() -> RequestContext:
 @pytest.fixture
 def bob() -> RequestContext:
     return new_user()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for a live server on the session's test database (demo model, auth none)."""
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", _env_file=None)
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[LiveServer]:
+    yield from started(LiveServer(settings))
+
+
+@pytest.fixture
+def scripted_openai() -> Iterator[ScriptedOpenAI]:
+    yield from started(ScriptedOpenAI())
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as client:
+        yield client

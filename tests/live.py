@@ -1,0 +1,213 @@
+"""Real servers on real sockets for the HTTP tests.
+
+* ``LiveServer`` runs the Workbench app under uvicorn in a background thread (its own event
+  loop, its own database pool), on a free loopback port.
+* ``ScriptedOpenAI`` is a local stand-in for the OpenAI API: it serves scripted Responses SSE
+  (``POST /v1/responses``) and Chat Completions chunks (``POST /v1/chat/completions``), one
+  scripted step per request, and records every request body, so tests drive the real
+  ``openai`` client end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from chatkit.types import ThreadStreamEvent
+from pydantic import TypeAdapter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from workbench.agent.models import ModelCatalog
+from workbench.agent.response_events import OutputPart, response_events
+from workbench.app import create_app
+from workbench.config import Settings
+
+EVENT = TypeAdapter[ThreadStreamEvent](ThreadStreamEvent)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _ThreadedUvicorn:
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+class LiveServer(_ThreadedUvicorn):
+    def __init__(self, settings: Settings, catalog: ModelCatalog | None = None) -> None:
+        self.settings = settings
+        super().__init__(create_app(settings, catalog))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/chatkit"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Step:
+    """One scripted answer: SSE events (Responses or Chat Completions chunks) or an error."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+    error: dict[str, Any] | None = None
+    delay: float = 0.0  # seconds between events, to let a test act mid-stream
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def responses_step(parts: list[OutputPart], *, delay: float = 0.0, chunk_size: int = 8) -> Step:
+    events = list(
+        response_events(parts, model="gpt-test", response_id=f"resp_{time.time_ns()}",
+                        chunk_size=chunk_size)
+    )  # fmt: skip
+    return Step(events=events, delay=delay)
+
+
+def chat_step(text: str = "", *, tool_call: tuple[str, str, str] | None = None) -> Step:
+    """Chat Completions chunks: text in several deltas, or one tool call (id, name, args)."""
+    base = {"id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": "llama-test"}  # fmt: skip
+    chunks: list[dict[str, Any]] = []
+    if tool_call:
+        call_id, name, arguments = tool_call
+        for index, piece in enumerate([arguments[i : i + 6] for i in range(0, len(arguments), 6)]):
+            call = {"index": 0, "function": {"arguments": piece}}
+            if index == 0:
+                call.update(
+                    id=call_id, type="function", function={"name": name, "arguments": piece}
+                )
+            chunks.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]},
+                                                "finish_reason": None}]})  # fmt: skip
+        finish = "tool_calls"
+    else:
+        for i in range(0, len(text), 5):
+            delta = {"content": text[i : i + 5]}
+            if i == 0:
+                delta["role"] = "assistant"
+            chunks.append({**base, "choices": [{"index": 0, "delta": delta,
+                                                "finish_reason": None}]})  # fmt: skip
+        finish = "stop"
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    return Step(events=chunks)
+
+
+def error_step(status: int, message: str, kind: str = "server_error") -> Step:
+    return Step(status=status, error={"error": {"message": message, "type": kind, "code": kind}})
+
+
+class ScriptedOpenAI(_ThreadedUvicorn):
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        app = Starlette(routes=[
+            Route("/v1/responses", self._serve, methods=["POST"]),
+            Route("/v1/chat/completions", self._serve, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])  # fmt: skip
+        super().__init__(app)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *steps: Step) -> None:
+        self.steps.extend(steps)
+
+    async def _models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "gpt-test", "object": "model",
+                                                         "created": 0, "owned_by": "test"}]})  # fmt: skip
+
+    async def _serve(self, request: Request) -> Response:
+        self.requests.append(json.loads(await request.body()))
+        self.paths.append(request.url.path)
+        if not self.steps:
+            return JSONResponse({"error": {"message": "no scripted step left"}}, 500)
+        step = self.steps.pop(0)
+        if step.error is not None:
+            return JSONResponse(step.error, step.status, headers=step.headers)
+
+        async def stream() -> AsyncIterator[bytes]:
+            for event in step.events:
+                if step.delay:
+                    await asyncio.sleep(step.delay)
+                yield f"data: {json.dumps(event)}\n\n".encode()
+            if request.url.path.endswith("chat/completions"):
+                yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def stream_events(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], **kwargs: Any
+) -> list[Any]:
+    """POST a streaming op and parse every SSE event with the SDK's ThreadStreamEvent."""
+    events = []
+    async with client.stream("POST", url, json=body, **kwargs) as response:
+        assert response.status_code == 200, (response.status_code, await response.aread())
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                events.append(EVENT.validate_json(line[len("data: ") :]))
+    return events
+
+
+def user_input(text: str, **options: Any) -> dict[str, Any]:
+    return {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": [],
+        "inference_options": options,
+    }
+
+
+def create_thread(text: str, **options: Any) -> dict[str, Any]:
+    return {"type": "threads.create", "params": {"input": user_input(text, **options)}}
+
+
+def add_message(thread_id: str, text: str, **options: Any) -> dict[str, Any]:
+    return {
+        "type": "threads.add_user_message",
+        "params": {"thread_id": thread_id, "input": user_input(text, **options)},
+    }
+
+
+def started(server: _ThreadedUvicorn) -> Iterator[Any]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
