@@ -44,8 +44,8 @@ async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             report(True, f"model provider reachable: {catalog.describe()}")
         except Exception as error:
             where = f"{catalog.provider} at {catalog.client.base_url}"
-            report(False, f"model provider ({where}): {type(error).__name__}: {error}",
-                   "check OPENAI_API_KEY / OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_*")  # fmt: skip
+            fix = "check OPENAI_API_KEY / OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_*"
+            report(False, f"model provider ({where}): {type(error).__name__}: {error}", fix)
 
     if settings.auth == "none":
         report(True, "auth: none (one local user; loopback only unless forced)")

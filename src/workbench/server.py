@@ -29,6 +29,7 @@ from chatkit.types import (
 )
 from openai.types.shared import Reasoning
 
+from workbench.agent.activity import ToolActivity
 from workbench.agent.converter import WorkbenchConverter
 from workbench.agent.errors import stream_error
 from workbench.agent.models import ModelCatalog
@@ -127,7 +128,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         )
         self._active[thread.id] = _ActiveRun(session, agent_input)
         adapted = AdaptedRun(
-            result, lambda: self.store.generate_item_id("message", thread, context)
+            result,
+            lambda: self.store.generate_item_id("message", thread, context),
+            ToolActivity(agent_context),
         )
         try:
             async for event in stream_agent_response(agent_context, adapted):  # type: ignore[arg-type]

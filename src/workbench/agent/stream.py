@@ -10,13 +10,21 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.stream_events import RawResponsesStreamEvent, StreamEvent
 from pydantic import BaseModel
 
+from workbench.agent.activity import ToolActivity
+
 
 class AdaptedRun:
     """Stands in for ``RunResultStreaming`` where the SDK only reads ``stream_events()``."""
 
-    def __init__(self, result: RunResultStreaming, new_item_id: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        result: RunResultStreaming,
+        new_item_id: Callable[[], str],
+        activity: ToolActivity,
+    ) -> None:
         self.result = result
         self._new_item_id = new_item_id
+        self._activity = activity
 
     async def stream_events(self) -> AsyncIterator[StreamEvent]:
         ids = _ItemIds(self._new_item_id)
@@ -24,6 +32,7 @@ class AdaptedRun:
             if isinstance(event, RawResponsesStreamEvent):
                 _normalize_annotation(event.data)
                 ids.rekey(event.data)
+            await self._activity.observe(event)
             yield event
 
 
