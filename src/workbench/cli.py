@@ -82,6 +82,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        # Longer than browsers' and proxies' idle keep-alive, so a request never goes out on a
+        # connection the server is just closing (uvicorn's default is 5 s).
+        timeout_keep_alive=75,
     )
     return 0
 

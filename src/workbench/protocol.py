@@ -21,6 +21,7 @@ from chatkit.types import (
     ClientToolCallItem,
     InputTranscribeReq,
     ItemsFeedbackReq,
+    ItemsListReq,
     StreamingReq,
     StructuredInputItem,
     ThreadItem,
@@ -29,6 +30,7 @@ from chatkit.types import (
     ThreadsAddUserMessageReq,
     ThreadsCreateReq,
     ThreadsCustomActionReq,
+    ThreadsListReq,
     ThreadsRetryAfterItemReq,
     ThreadsSyncCustomActionReq,
     UserMessageInput,
@@ -43,6 +45,9 @@ from workbench.server import WorkbenchServer
 from workbench.store import PostgresStore
 
 _REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
+# Far beyond any real request, and well within what pydantic serializes: deeper values (a
+# client tool result, an action payload) would otherwise fail only after streaming began.
+MAX_NESTING = 100
 KNOWN_OPS: tuple[str, ...] = tuple(
     member.model_fields["type"].default
     for member in typing.get_args(typing.get_args(ChatKitReq)[0])
@@ -57,6 +62,11 @@ def parse_request(body: bytes) -> ChatKitReq:
         raise ApiError(
             400, "invalid_json", f"The request body is not valid JSON: {detail}."
         ) from None
+    except RecursionError:
+        # The decoder recurses once per level: a body of brackets would otherwise be a 500.
+        raise _too_deep() from None
+    if _nested_deeper_than(data, MAX_NESTING):
+        raise _too_deep()
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     op = data.get("type")
@@ -71,6 +81,24 @@ def parse_request(body: bytes) -> ChatKitReq:
         return _REQUEST.validate_python(data)
     except ValidationError as error:
         raise ApiError(400, "invalid_request", describe_validation_error(error)) from None
+
+
+def _nested_deeper_than(data: object, limit: int) -> bool:
+    level: list[Any] = [data] if isinstance(data, dict | list) else []
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return bool(level)
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400, "invalid_request", f"The request body is nested more than {MAX_NESTING} levels deep."
+    )
 
 
 def _default_tag_data(data: dict[str, Any]) -> None:
@@ -140,6 +168,10 @@ async def check_request(
                 raise _uploads_unavailable()
             case AttachmentsCreateReq():
                 raise _uploads_unavailable()
+            case ThreadsListReq() | ItemsListReq():
+                # The SDK reads a limit of 0 as "the default page size".
+                if request.params.limit is not None and request.params.limit < 1:
+                    raise ApiError(400, "invalid_request", "params.limit: must be at least 1.")
             case InputTranscribeReq():
                 _check_audio(request)
                 if server.catalog.provider != "openai":
