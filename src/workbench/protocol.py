@@ -24,7 +24,6 @@ from chatkit.types import (
     ItemsListReq,
     StreamingReq,
     StructuredInputItem,
-    ThreadItem,
     ThreadsAddClientToolOutputReq,
     ThreadsAddStructuredInputReq,
     ThreadsAddUserMessageReq,
@@ -42,7 +41,6 @@ from pydantic import TypeAdapter, ValidationError
 from workbench.context import RequestContext
 from workbench.errors import ApiError, describe_validation_error
 from workbench.server import WorkbenchServer
-from workbench.store import PostgresStore
 
 _REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 # Far beyond any real request, and well within what pydantic serializes: deeper values (a
@@ -197,11 +195,6 @@ async def _check_user_input(
         server.check_inference_options(message.inference_options)
     except ValueError as error:
         raise ApiError(400, "invalid_request", f"params.input.inference_options: {error}") from None
-
-
-async def _item(store: PostgresStore, params: Any, context: RequestContext) -> ThreadItem:
-    item: ThreadItem = await store.load_item(params.thread_id, params.item_id, context)
-    return item
 
 
 def _check_audio(request: InputTranscribeReq) -> None:
