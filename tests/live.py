@@ -16,12 +16,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
-from chatkit.types import ThreadStreamEvent
+from chatkit.types import Page, ThreadItem, ThreadStreamEvent
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,9 +31,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from workbench.agent.models import ModelCatalog
-from workbench.agent.response_events import OutputPart, response_events
+from workbench.agent.response_events import OutputPart, Text, response_events
 from workbench.app import create_app
 from workbench.config import Settings
+from workbench.server import WorkbenchServer
 
 EVENT = TypeAdapter[ThreadStreamEvent](ThreadStreamEvent)
 
@@ -67,7 +70,14 @@ class _ThreadedUvicorn:
 class LiveServer(_ThreadedUvicorn):
     def __init__(self, settings: Settings, catalog: ModelCatalog | None = None) -> None:
         self.settings = settings
-        super().__init__(create_app(settings, catalog))
+        self.app = create_app(settings, catalog)
+        super().__init__(self.app)
+
+    @property
+    def workbench(self) -> WorkbenchServer:
+        """The app's ChatKit server (exists once the server has started)."""
+        server: WorkbenchServer = self.app.state.server
+        return server
 
     @property
     def url(self) -> str:
@@ -80,21 +90,36 @@ class LiveServer(_ThreadedUvicorn):
 
 @dataclass
 class Step:
-    """One scripted answer: SSE events (Responses or Chat Completions chunks) or an error."""
+    """One scripted answer: SSE events (Responses or Chat Completions chunks) or an error.
+
+    ``stream`` says which requests the step answers: streaming ones (True), non-streaming ones
+    such as the thread-title call (False), or whichever comes first (None). A non-streaming
+    request gets the step's final result as one JSON body.
+    """
 
     events: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     error: dict[str, Any] | None = None
     delay: float = 0.0  # seconds between events, to let a test act mid-stream
     headers: dict[str, str] = field(default_factory=dict)
+    stream: bool | None = True
 
 
-def responses_step(parts: list[OutputPart], *, delay: float = 0.0, chunk_size: int = 8) -> Step:
+def responses_step(
+    parts: list[OutputPart], *, delay: float = 0.0, chunk_size: int = 8, stream: bool = True
+) -> Step:
     events = list(
         response_events(parts, model="gpt-test", response_id=f"resp_{time.time_ns()}",
                         chunk_size=chunk_size)
     )  # fmt: skip
-    return Step(events=events, delay=delay)
+    return Step(events=events, delay=delay, stream=stream)
+
+
+def title_step(title: str, *, chat: bool = False) -> Step:
+    """The answer to the non-streaming thread-title call."""
+    if chat:
+        return replace(chat_step(title), stream=False)
+    return responses_step([Text(title)], stream=False)
 
 
 def chat_step(text: str = "", *, tool_call: tuple[str, str, str] | None = None) -> Step:
@@ -125,8 +150,38 @@ def chat_step(text: str = "", *, tool_call: tuple[str, str, str] | None = None) 
     return Step(events=chunks)
 
 
-def error_step(status: int, message: str, kind: str = "server_error") -> Step:
-    return Step(status=status, error={"error": {"message": message, "type": kind, "code": kind}})
+def error_step(
+    status: int, message: str, kind: str = "server_error", *, stream: bool | None = True
+) -> Step:
+    return Step(
+        status=status,
+        error={"error": {"message": message, "type": kind, "code": kind}},
+        stream=stream,
+    )
+
+
+def _chat_completion(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-streaming ``chat.completion`` the chunks of a Chat Completions step add up to."""
+    text = "".join(
+        choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"]
+    )
+    first = chunks[0] if chunks else {"id": "chatcmpl-empty", "created": 0, "model": "llama-test"}
+    return {
+        "id": first["id"], "object": "chat.completion", "created": first["created"],
+        "model": first["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }  # fmt: skip
+
+
+def _completed_response(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-streaming Responses body: the ``response.completed`` event's ``response``."""
+    for event in events:
+        if event.get("type") == "response.completed":
+            response: dict[str, Any] = event["response"]
+            return response
+    raise AssertionError("a Responses step without response.completed")
 
 
 class ScriptedOpenAI(_ThreadedUvicorn):
@@ -134,6 +189,9 @@ class ScriptedOpenAI(_ThreadedUvicorn):
         self.steps: list[Step] = []
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        # Per request: True once the whole answer was sent, False if the client hung up first,
+        # None while it is still streaming.
+        self.finished: list[bool | None] = []
         app = Starlette(routes=[
             Route("/v1/responses", self._serve, methods=["POST"]),
             Route("/v1/chat/completions", self._serve, methods=["POST"]),
@@ -148,28 +206,60 @@ class ScriptedOpenAI(_ThreadedUvicorn):
     def script(self, *steps: Step) -> None:
         self.steps.extend(steps)
 
+    @property
+    def streamed(self) -> list[dict[str, Any]]:
+        """Bodies of the streaming requests (agent turns), oldest first."""
+        return [body for body in self.requests if body.get("stream") is True]
+
+    @property
+    def not_streamed(self) -> list[dict[str, Any]]:
+        """Bodies of the non-streaming requests (thread titles), oldest first."""
+        return [body for body in self.requests if body.get("stream") is not True]
+
+    def _next_step(self, stream: bool) -> Step | None:
+        for index, step in enumerate(self.steps):
+            if step.stream is None or step.stream == stream:
+                return self.steps.pop(index)
+        return None
+
     async def _models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "gpt-test", "object": "model",
-                                                         "created": 0, "owned_by": "test"}]})  # fmt: skip
+        model = {"id": "gpt-test", "object": "model", "created": 0, "owned_by": "test"}
+        return JSONResponse({"object": "list", "data": [model]})
 
     async def _serve(self, request: Request) -> Response:
-        self.requests.append(json.loads(await request.body()))
+        body = json.loads(await request.body())
+        chat = request.url.path.endswith("chat/completions")
+        index = len(self.requests)
+        self.requests.append(body)
         self.paths.append(request.url.path)
-        if not self.steps:
-            return JSONResponse({"error": {"message": "no scripted step left"}}, 500)
-        step = self.steps.pop(0)
-        if step.error is not None:
-            return JSONResponse(step.error, step.status, headers=step.headers)
+        self.finished.append(None)
+        streaming = body.get("stream") is True
+        step = self._next_step(streaming)
+        if step is None:
+            self.finished[index] = True
+            message = f"no scripted step left for a {'streaming' if streaming else 'plain'} call"
+            return JSONResponse({"error": {"message": message, "type": "server_error"}}, 500)
+        if step.error is not None or not streaming:
+            self.finished[index] = True
+            if step.error is not None:
+                return JSONResponse(step.error, step.status, headers=step.headers)
+            result = _chat_completion(step.events) if chat else _completed_response(step.events)
+            return JSONResponse(result, headers=step.headers)
 
         async def stream() -> AsyncIterator[bytes]:
-            for event in step.events:
-                if step.delay:
-                    await asyncio.sleep(step.delay)
-                yield f"data: {json.dumps(event)}\n\n".encode()
-            if request.url.path.endswith("chat/completions"):
-                yield b"data: [DONE]\n\n"
+            try:
+                for event in step.events:
+                    if step.delay:
+                        await asyncio.sleep(step.delay)
+                    yield f"data: {json.dumps(event)}\n\n".encode()
+                if chat:
+                    yield b"data: [DONE]\n\n"
+                self.finished[index] = True
+            finally:
+                if self.finished[index] is None:
+                    self.finished[index] = False
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=step.headers)
 
 
 async def stream_events(
@@ -211,3 +301,40 @@ def started(server: _ThreadedUvicorn) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def running(server: LiveServer) -> Iterator[LiveServer]:
+    """``started`` for a test that builds its own server (settings of its own)."""
+    yield from started(server)
+
+
+ITEMS = TypeAdapter[Page[ThreadItem]](Page[ThreadItem])
+
+
+async def list_items(client: httpx.AsyncClient, url: str, thread_id: str) -> list[ThreadItem]:
+    """Every item of a thread, oldest first, through the ``items.list`` op."""
+    body = {"type": "items.list", "params": {"thread_id": thread_id, "order": "asc", "limit": 100}}
+    response = await client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    return list(ITEMS.validate_json(response.content).data)
+
+
+def provider_settings(
+    database_url: str,
+    data_dir: Path,
+    scripted: ScriptedOpenAI,
+    *,
+    chat: bool = False,
+    **overrides: Any,
+) -> Settings:
+    """Settings for a live server whose model provider is ``scripted``."""
+    options: dict[str, Any] = {
+        "database_url": database_url, "data_dir": data_dir, "model_max_retries": 0,
+        "_env_file": None,
+    }  # fmt: skip
+    if chat:
+        options.update(chat_completions_base_url=scripted.base_url, provider="chat_completions")
+    else:
+        options.update(openai_api_key="sk-test", openai_base_url=scripted.base_url)
+    return Settings(**options, **overrides)

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
-from agents import Agent, ModelSettings, RunConfig, Runner
+from agents import (
+    Agent,
+    ModelRefusalError,
+    ModelSettings,
+    RunConfig,
+    RunErrorHandlerInput,
+    RunErrorHandlerResult,
+    Runner,
+)
 from agents.items import TResponseInputItem
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
@@ -16,9 +25,15 @@ from chatkit.types import (
     AudioInput,
     ChatKitReq,
     FeedbackKind,
+    HiddenContextItem,
     InferenceOptions,
+    ProgressUpdateEvent,
+    SDKHiddenContextItem,
+    StreamingReq,
     ThreadItem,
+    ThreadItemRemovedEvent,
     ThreadMetadata,
+    ThreadsRetryAfterItemReq,
     ThreadStreamEvent,
     TranscriptionResult,
     UserMessageItem,
@@ -83,6 +98,45 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             return StreamingResult(self._process_streaming(request, context))
         return NonStreamingResult(await self._process_non_streaming(request, context))
 
+    def _process_streaming_impl(
+        self, request: StreamingReq, context: RequestContext
+    ) -> AsyncGenerator[ThreadStreamEvent, None]:
+        if isinstance(request, ThreadsRetryAfterItemReq):
+            return self._retry_after_item(request, context)
+        # Every other op streams straight from the SDK, without another generator in between.
+        return super()._process_streaming_impl(request, context)
+
+    async def _retry_after_item(
+        self, request: ThreadsRetryAfterItemReq, context: RequestContext
+    ) -> AsyncGenerator[ThreadStreamEvent, None]:
+        # The SDK deletes everything after the retried message but never tells the client,
+        # which would keep showing the old answer above the new one.
+        params = request.params
+        for item_id in await self._visible_items_after(params.thread_id, params.item_id, context):
+            yield ThreadItemRemovedEvent(item_id=item_id)
+        events = super()._process_streaming_impl(request, context)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+    async def _visible_items_after(
+        self, thread_id: str, item_id: str, context: RequestContext
+    ) -> list[str]:
+        """Ids of the items after ``item_id`` that the client shows (not hidden context)."""
+        ids: list[str] = []
+        after: str | None = item_id
+        while after is not None:
+            page = await self.store.load_thread_items(thread_id, after, 100, "asc", context)
+            ids += [
+                item.id
+                for item in page.data
+                if not isinstance(item, HiddenContextItem | SDKHiddenContextItem)
+            ]
+            after = page.after if page.has_more else None
+        return ids
+
     # -- checks the HTTP layer makes before any byte is streamed ----------------------------
 
     def check_inference_options(self, options: InferenceOptions) -> None:
@@ -125,6 +179,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             max_turns=self.settings.max_turns,
             session=session,
             run_config=RunConfig(workflow_name="Workbench chat", group_id=thread.id),
+            error_handlers={"model_refusal": _keep_refusal},
         )
         self._active[thread.id] = _ActiveRun(session, agent_input)
         adapted = AdaptedRun(
@@ -137,7 +192,11 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away or pressed stop: stop the model and any tool at once.
-            result.cancel()
+            adapted.cancel()
+            # stream_agent_response, cancelled mid-read, abandons its read of the context's
+            # event queue; one more event lets that read finish rather than be destroyed
+            # pending (an asyncio error in the log on every Stop).
+            await agent_context.stream(ProgressUpdateEvent(text="Stopped"))
             raise
         except Exception as error:
             self._active.pop(thread.id, None)
@@ -185,12 +244,22 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
     async def handle_stream_cancelled(
         self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: RequestContext
     ) -> None:
-        # The SDK saves partial assistant text and a note that the user cancelled; widgets and
-        # workflows in flight are saved too, in the state they reached.
-        await super().handle_stream_cancelled(thread, pending_items, context)
+        # What the user saw stays: partial assistant text, and widgets and workflows in the
+        # state they reached. An upsert, because a Stop can land just after an item's insert
+        # committed but before the SDK took it off its pending list.
         for item in pending_items:
-            if isinstance(item, WidgetItem | WorkflowItem):
+            if _worth_keeping(item):
                 await self.store.save_item(thread.id, item, context)
+        await self.store.add_thread_item(
+            thread.id,
+            SDKHiddenContextItem(
+                id=self.store.generate_item_id("sdk_hidden_context", thread, context),
+                thread_id=thread.id,
+                created_at=datetime.now(),
+                content=CANCELLED_NOTE,
+            ),
+            context,
+        )
         run = self._active.pop(thread.id, None)
         if run is not None:
             await self._remember_cancellation(run, pending_items)
@@ -232,6 +301,22 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             file=(f"dictation.{extension}", audio_input.data, audio_input.mime_type),
         )
         return TranscriptionResult(text=transcription.text)
+
+
+def _keep_refusal(
+    data: RunErrorHandlerInput[AgentContext[RequestContext]],
+) -> RunErrorHandlerResult:
+    # The refusal already reached the user as an assistant message; left alone, the Agents
+    # SDK ends the run with ModelRefusalError and the user gets an error event on top of it.
+    error = data.error
+    refusal = error.refusal if isinstance(error, ModelRefusalError) else str(error)
+    return RunErrorHandlerResult(final_output=refusal, include_in_history=False)
+
+
+def _worth_keeping(item: ThreadItem) -> bool:
+    if isinstance(item, AssistantMessageItem):
+        return any(part.text.strip() for part in item.content)
+    return isinstance(item, WidgetItem | WorkflowItem)
 
 
 def _plain_text(message: UserMessageItem) -> str:

@@ -116,6 +116,16 @@ def _from_first_user_message(items: list[Any]) -> list[Any]:
 
 def _without_fake_id(item: Any) -> Any:
     # Chat Completions items carry a placeholder id that the Responses API would reject.
-    if isinstance(item, dict) and item.get("id") == FAKE_RESPONSES_ID:
-        return {key: value for key, value in item.items() if key != "id"}
-    return item
+    if not (isinstance(item, dict) and item.get("id") == FAKE_RESPONSES_ID):
+        return item
+    if item.get("type") == "message" and item.get("role") == "assistant":
+        # Without its id the Chat Completions converter no longer recognises an output
+        # message (UserError on the next turn); plain text reads back on every provider.
+        parts = item.get("content") or []
+        text = "".join(
+            str(part.get("text") or part.get("refusal") or "")
+            for part in parts
+            if isinstance(part, dict)
+        )
+        return {"role": "assistant", "content": text}
+    return {key: value for key, value in item.items() if key != "id"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,6 +26,12 @@ class AdaptedRun:
         self.result = result
         self._new_item_id = new_item_id
         self._activity = activity
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Stop the run at once: the client went away or pressed Stop."""
+        self._cancelled = True
+        self.result.cancel()
 
     async def stream_events(self) -> AsyncIterator[StreamEvent]:
         ids = _ItemIds(self._new_item_id)
@@ -34,6 +41,11 @@ class AdaptedRun:
                 ids.rekey(event.data)
             await self._activity.observe(event)
             yield event
+        if self._cancelled:
+            # A cancelled `stream_agent_response` leaves its pending read of this stream
+            # behind; ending that read as cancelled rather than with StopAsyncIteration keeps
+            # asyncio from logging "Task exception was never retrieved" on every Stop.
+            raise asyncio.CancelledError
 
 
 def _normalize_annotation(data: Any) -> None:
