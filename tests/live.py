@@ -188,6 +188,7 @@ class ScriptedOpenAI(_ThreadedUvicorn):
     def __init__(self) -> None:
         self.steps: list[Step] = []
         self.requests: list[dict[str, Any]] = []
+        self.transcriptions: list[dict[str, Any]] = []
         self.paths: list[str] = []
         # Per request: True once the whole answer was sent, False if the client hung up first,
         # None while it is still streaming.
@@ -196,6 +197,7 @@ class ScriptedOpenAI(_ThreadedUvicorn):
             Route("/v1/responses", self._serve, methods=["POST"]),
             Route("/v1/chat/completions", self._serve, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            Route("/v1/audio/transcriptions", self._transcribe, methods=["POST"]),
         ])  # fmt: skip
         super().__init__(app)
 
@@ -221,6 +223,17 @@ class ScriptedOpenAI(_ThreadedUvicorn):
             if step.stream is None or step.stream == stream:
                 return self.steps.pop(index)
         return None
+
+    async def _transcribe(self, request: Request) -> Response:
+        """Echo what arrived, so a test can check the upload reached the audio API intact."""
+        form = await request.form()
+        upload = form["file"]
+        assert not isinstance(upload, str)
+        audio = await upload.read()
+        self.transcriptions.append(
+            {"model": form["model"], "filename": upload.filename, "bytes": audio}
+        )
+        return JSONResponse({"text": f"heard {len(audio)} bytes"})
 
     async def _models(self, request: Request) -> Response:
         model = {"id": "gpt-test", "object": "model", "created": 0, "owned_by": "test"}

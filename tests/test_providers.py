@@ -3,6 +3,7 @@ OpenAI API on a real socket (Responses SSE and Chat Completions chunks)."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -453,3 +454,19 @@ async def test_chat_completions_tool_call(
     [tool_message] = [m for m in second if m["role"] == "tool"]
     assert tool_message["tool_call_id"] == "call_c1"
     assert "Sunny and 21 C in Oslo" in str(tool_message["content"])
+
+
+async def test_transcription_goes_to_the_audio_api(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    audio = b"\x1aE\xdf\xa3 fake webm bytes"
+    body = {
+        "type": "input.transcribe",
+        "params": {"audio_base64": base64.b64encode(audio).decode(), "mime_type": "audio/webm"},
+    }
+    response = await http.post(provider.url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"text": f"heard {len(audio)} bytes"}
+    (sent,) = scripted_openai.transcriptions
+    assert sent["bytes"] == audio and sent["filename"] == "dictation.webm"
+    assert sent["model"] == "gpt-4o-mini-transcribe"
