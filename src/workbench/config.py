@@ -49,6 +49,21 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1024, description="Largest /chatkit request body accepted."
     )
 
+    # -- signed download URLs --------------------------------------------------------------
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key signing download URLs (32+ characters); unset: a random key kept "
+        "in $WORKBENCH_DATA_DIR/secret_key.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Base of absolute URLs handed out, e.g. https://chat.example.com; unset: "
+        "the base URL of the request.",
+    )
+    download_url_ttl: int = Field(
+        default=3600, ge=1, description="Seconds a signed download URL stays valid."
+    )
+
     # -- auth ------------------------------------------------------------------------------
     auth: Literal["none", "jwt", "header"] = Field(default="none")
     allow_insecure_bind: bool = Field(
@@ -99,6 +114,47 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Resolved once so a later chdir cannot move the data under our feet.
         return value.expanduser().resolve()
+
+    # -- Python workspace sandbox ---------------------------------------------------------------
+    sandbox: Literal["bubblewrap", "none"] = Field(
+        default="bubblewrap",
+        description="'none' runs kernels unsandboxed: only for trusted single-user setups.",
+    )
+    sandbox_memory_mb: int = Field(default=2048, ge=128, description="Address space per kernel.")
+    sandbox_max_processes: int = Field(default=64, ge=8, description="Processes per kernel.")
+    sandbox_tmp_mb: int = Field(default=256, ge=8, description="Size of each kernel's /tmp.")
+    sandbox_max_file_mb: int = Field(default=512, ge=1, description="Largest file a cell writes.")
+    sandbox_cpu_seconds: float = Field(default=120.0, gt=0, description="CPU time per cell.")
+    sandbox_timeout: float = Field(default=120.0, gt=0, description="Wall-clock time per cell.")
+    kernel_idle_seconds: float = Field(
+        default=900.0, gt=0, description="Shut a thread's kernel down after this long unused."
+    )
+    max_kernels: int = Field(default=8, ge=1, description="Live kernels at most (LRU eviction).")
+    kernel_pool_size: int = Field(
+        default=1, ge=0, description="Kernels started ahead of need, for a fast first cell."
+    )
+    tool_output_chars: int = Field(
+        default=8000, ge=200, description="Characters of cell output sent back to the model."
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "must be at least 32 characters; generate one with "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL, e.g. https://chat.example.com")
+        return value.rstrip("/")
 
     @field_validator("cors_origins", "models", mode="before")
     @classmethod

@@ -1,0 +1,375 @@
+"""One sandboxed Jupyter kernel: start it, run cells in it, stop it and everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import queue
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+
+from workbench.sandbox.bubblewrap import Limits, bwrap_command
+from workbench.sandbox.cgroups import Cgroup, CgroupFactory, join_command
+
+logger = logging.getLogger(__name__)
+
+TABLE_MIME = "application/vnd.workbench.table+json"
+OUTPUTS_DIR = ".outputs"  # images a cell displays are saved here, inside the workspace
+_IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_INTERRUPT_GRACE = 5.0
+_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+# Run once in every kernel: DataFrames and Series also render as a small JSON table, which
+# the cell widget shows as a table preview.
+_BOOTSTRAP = f"""
+def _workbench_setup():
+    from IPython import get_ipython
+    from IPython.core.formatters import JSONFormatter
+    from traitlets import ObjectName, Unicode
+
+    class TableFormatter(JSONFormatter):
+        format_type = Unicode("{TABLE_MIME}")
+        print_method = ObjectName("_repr_workbench_table_")
+
+    display = get_ipython().display_formatter
+    formatter = TableFormatter(parent=display)
+    display.formatters[formatter.format_type] = formatter
+    if formatter.format_type not in display.active_types:
+        display.active_types = [*display.active_types, formatter.format_type]
+
+    def frame(df, rows=20):
+        head = df.head(rows)
+        return {{
+            "columns": [str(c) for c in head.columns],
+            "rows": [[str(v) for v in row] for row in head.itertuples(index=False)],
+            "shape": list(df.shape),
+        }}
+
+    for module in ("pandas", "pandas.core.frame", "pandas.core.series"):  # pandas 3 and 2
+        formatter.for_type_by_name(module, "DataFrame", frame)
+        formatter.for_type_by_name(module, "Series", lambda s: frame(s.to_frame()))
+
+_workbench_setup()
+del _workbench_setup
+"""
+
+CellStatus = Literal["ok", "error", "timeout", "cpu_limit", "interrupted", "crashed"]
+
+
+@dataclass
+class CellError:
+    name: str
+    value: str
+    traceback: str
+
+
+@dataclass
+class CellOutput:
+    status: CellStatus = "ok"
+    stdout: str = ""
+    stderr: str = ""
+    cut_characters: int = 0  # stream output dropped beyond the cap
+    result: str | None = None
+    images: list[str] = field(default_factory=list)  # workspace-relative paths
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    error: CellError | None = None
+    duration: float = 0.0
+    kernel_restarted: bool = False  # the kernel was replaced: its variables are gone
+
+
+class Kernel:
+    def __init__(
+        self,
+        name: str,
+        workspace: Path,
+        runtime_dir: Path,
+        limits: Limits,
+        cgroups: CgroupFactory,
+        matplotlib_cache: Path | None,
+        sandboxed: bool = True,
+    ) -> None:
+        self.name = name
+        self.workspace = workspace
+        self._runtime_dir = runtime_dir
+        self._limits = limits
+        self._cgroups = cgroups
+        self._matplotlib_cache = matplotlib_cache
+        self._sandboxed = sandboxed
+        self._cgroup: Cgroup | None = None
+        self._manager: AsyncKernelManager | None = None
+        self._client: Any = None
+        self._baseline_processes = 0
+        self.last_used = time.monotonic()
+        self.busy = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, timeout: float = 60.0) -> None:
+        self._runtime_dir.mkdir(parents=True, exist_ok=True)
+        self._runtime_dir.chmod(0o700)
+        self._cgroup = self._cgroups.create(self.name, self._limits.max_processes)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        if self._sandboxed:
+            argv = [
+                *join_command(self._cgroup),
+                *bwrap_command(
+                    self.workspace, self._runtime_dir, self._limits, self._matplotlib_cache
+                ),
+                *argv,
+            ]
+        else:
+            argv = [*join_command(self._cgroup), *argv]
+        # TCP kernels never become ready inside an empty network namespace: use ipc sockets
+        # in a directory both sides see. A signal interrupt would hit bwrap, not the kernel.
+        manager = AsyncKernelManager(
+            transport="ipc",
+            ip=str(self._runtime_dir / "kernel"),
+            connection_file=str(self._runtime_dir / "kernel.json"),
+        )
+        manager._kernel_spec = KernelSpec(
+            argv=argv, display_name="Workbench", language="python", interrupt_mode="message"
+        )
+        self._manager = manager
+        await manager.start_kernel(cwd=str(self.workspace))
+        self._client = manager.client()
+        self._client.start_channels()
+        try:
+            await self._client.wait_for_ready(timeout=timeout)
+            await self._run_silently(_BOOTSTRAP)
+        except Exception:
+            await self.shutdown()
+            raise
+        self._baseline_processes = len(self._processes())
+
+    async def shutdown(self) -> None:
+        """Stop the kernel and kill every process it started; never raises."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.stop_channels()
+        if self._manager is not None:
+            with contextlib.suppress(Exception):
+                await self._manager.shutdown_kernel(now=True)
+        if self._cgroup is not None:
+            await asyncio.to_thread(self._cgroup.remove)
+        shutil.rmtree(self._runtime_dir, ignore_errors=True)
+        self._manager = self._client = None
+
+    async def alive(self) -> bool:
+        return self._manager is not None and bool(await self._manager.is_alive())
+
+    async def interrupt(self) -> None:
+        if self._manager is not None:
+            with contextlib.suppress(Exception):
+                await self._manager.interrupt_kernel()
+
+    # -- cells --------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float,
+        cpu_seconds: float,
+        max_chars: int,
+        on_stream: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> CellOutput:
+        """Run ``code``; on timeout or CPU overrun interrupt it and keep the kernel's state.
+
+        Raises KernelDiedError when the kernel is gone (crashed, or killed from inside).
+        """
+        assert self._client is not None
+        self.busy = True
+        self.last_used = started = time.monotonic()
+        output = CellOutput()
+        collector = _Collector(output, max_chars, self.workspace, self._next_image_name)
+        cpu_start = self._cpu_seconds()
+        message_id = self._client.execute(code, store_history=True, allow_stdin=False)
+        stop_reason: CellStatus | None = None
+        stop_deadline = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if stop_reason is None:
+                    if now - started > timeout:
+                        stop_reason = "timeout"
+                    elif self._cpu_seconds() - cpu_start > cpu_seconds:
+                        stop_reason = "cpu_limit"
+                    if stop_reason is not None:
+                        await self.interrupt()
+                        stop_deadline = now + _INTERRUPT_GRACE
+                elif now > stop_deadline:
+                    raise KernelStuckError(stop_reason)
+                try:
+                    message = await self._client.get_iopub_msg(timeout=0.2)
+                except queue.Empty:
+                    if not await self.alive():
+                        raise KernelDiedError("the Python kernel stopped unexpectedly") from None
+                    continue
+                if message["parent_header"].get("msg_id") != message_id:
+                    continue
+                if await collector.collect(message, on_stream):
+                    break
+        finally:
+            self.busy = False
+            self.last_used = time.monotonic()
+            output.duration = self.last_used - started
+        if stop_reason is not None:
+            output.status = stop_reason
+        if len(self._processes()) > self._baseline_processes:
+            # Processes the cell started outlive it (a fork bomb, a daemon): the only sure
+            # way to be rid of them is a fresh kernel.
+            raise StrayProcessesError(output)
+        return output
+
+    async def _run_silently(self, code: str) -> None:
+        reply = await self._client.execute_interactive(
+            code, silent=True, store_history=False, timeout=30
+        )
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"kernel bootstrap failed: {reply['content']}")
+
+    def _next_image_name(self, extension: str) -> str:
+        return f"{OUTPUTS_DIR}/{uuid.uuid4().hex[:16]}.{extension}"
+
+    def _processes(self) -> list[psutil.Process]:
+        if self._cgroup is not None:
+            found = []
+            for pid in self._cgroup.pids():
+                with contextlib.suppress(psutil.Error):
+                    found.append(psutil.Process(pid))
+            return found
+        process = getattr(getattr(self._manager, "provisioner", None), "process", None)
+        if process is None:
+            return []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(process.pid)
+            return [root, *root.children(recursive=True)]
+        return []
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
+class KernelDiedError(RuntimeError):
+    pass
+
+
+class KernelStuckError(RuntimeError):
+    """An interrupt did not end the cell."""
+
+    def __init__(self, reason: CellStatus) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StrayProcessesError(RuntimeError):
+    def __init__(self, output: CellOutput) -> None:
+        super().__init__("the cell left processes running")
+        self.output = output
+
+
+class _Collector:
+    """Folds iopub messages into a CellOutput, keeping at most ``max_chars`` of streams."""
+
+    def __init__(
+        self,
+        output: CellOutput,
+        max_chars: int,
+        workspace: Path,
+        image_name: Callable[[str], str],
+    ) -> None:
+        self.output = output
+        self.max_chars = max_chars
+        self.workspace = workspace
+        self.image_name = image_name
+
+    async def collect(
+        self, message: dict[str, Any], on_stream: Callable[[str, str], Awaitable[None]] | None
+    ) -> bool:
+        """Take one message; True when the cell has finished."""
+        kind, content = message["msg_type"], message["content"]
+        if kind == "status":
+            return bool(content.get("execution_state") == "idle")
+        if kind == "stream":
+            self._append(content.get("name", "stdout"), content.get("text", ""))
+            if on_stream is not None:
+                await on_stream(content.get("name", "stdout"), content.get("text", ""))
+        elif kind in {"execute_result", "display_data"}:
+            self._display(content.get("data", {}))
+        elif kind == "error":
+            self.output.status = "error" if self.output.status == "ok" else self.output.status
+            traceback = _ANSI.sub("", "\n".join(content.get("traceback", [])))
+            self.output.error = CellError(
+                content.get("ename", "Error"), content.get("evalue", ""), traceback
+            )
+        return False
+
+    def _append(self, stream: str, text: str) -> None:
+        current = self.output.stderr if stream == "stderr" else self.output.stdout
+        room = max(0, self.max_chars - len(current))
+        kept, self.output.cut_characters = text[:room], self.output.cut_characters + max(
+            0, len(text) - room
+        )
+        if stream == "stderr":
+            self.output.stderr += kept
+        else:
+            self.output.stdout += kept
+
+    def _display(self, data: dict[str, Any]) -> None:
+        if TABLE_MIME in data:
+            self.output.tables.append(data[TABLE_MIME])
+        for mime, extension in _IMAGE_TYPES.items():
+            if mime in data:
+                self._save_image(data[mime], mime, extension)
+                return
+        if "text/plain" in data and TABLE_MIME not in data:
+            text = str(data["text/plain"])
+            self.output.result = text[: self.max_chars]
+
+    def _save_image(self, payload: Any, mime: str, extension: str) -> None:
+        raw = payload.encode() if mime == "image/svg+xml" else base64.b64decode(payload)
+        if len(raw) > _MAX_IMAGE_BYTES:
+            return
+        relative = self.image_name(extension)
+        directory, name = relative.split("/")
+        # The workspace is the sandbox's to shape: never follow a link it planted, or a
+        # host-side write could land anywhere.
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            with contextlib.suppress(FileExistsError):
+                (self.workspace / directory).mkdir()
+            directory_fd = os.open(self.workspace / directory, flags)
+        except OSError:
+            return
+        try:
+            file_fd = os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                dir_fd=directory_fd,
+            )  # fmt: skip
+            with os.fdopen(file_fd, "wb") as file:
+                file.write(raw)
+        except OSError:
+            return
+        finally:
+            os.close(directory_fd)
+        self.output.images.append(relative)

@@ -1,0 +1,275 @@
+"""Kernels per thread: started on first use, kept while active, pooled ahead of need.
+
+* One kernel per thread, created on the thread's first cell; a pre-warmed spare (kept
+  ``WORKBENCH_KERNEL_POOL_SIZE`` deep) makes that first cell skip the cold start.
+* Kernels unused for ``WORKBENCH_KERNEL_IDLE_SECONDS`` are shut down; beyond
+  ``WORKBENCH_MAX_KERNELS`` the least recently used idle one is.
+* A kernel that died, hung past its interrupt, or left processes behind is replaced, and the
+  result says its state was lost so the model can redo what it needs.
+* Deleting a thread stops its kernel and removes its workspace; shutting down stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.config import Settings
+from workbench.sandbox.bubblewrap import Limits, sandbox_problem
+from workbench.sandbox.cgroups import CgroupFactory
+from workbench.sandbox.kernel import (
+    CellOutput,
+    Kernel,
+    KernelDiedError,
+    KernelStuckError,
+    StrayProcessesError,
+)
+from workbench.sandbox.workspaces import FileInfo, Workspaces
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (user id, thread id)
+
+
+class SandboxUnavailableError(RuntimeError):
+    pass
+
+
+@dataclass
+class CellRun:
+    output: CellOutput
+    changed_files: list[FileInfo] = field(default_factory=list)
+    state_lost: str | None = None  # why earlier variables are gone, when they are
+
+
+class KernelManager:
+    def __init__(self, settings: Settings, workspaces: Workspaces) -> None:
+        self.settings = settings
+        self.workspaces = workspaces
+        self.sandboxed = settings.sandbox == "bubblewrap"
+        self.problem: str | None = None
+        self._limits = Limits.from_settings(settings)
+        self._cgroups = CgroupFactory()
+        # Short: ipc socket paths must fit in 108 bytes.
+        self._runtime_root = Path(tempfile.mkdtemp(prefix="workbench-kernels-"))
+        self._spare_root = settings.data_dir / "sandbox" / "spares"
+        self._matplotlib_cache = settings.data_dir / "sandbox" / "matplotlib"
+        self._kernels: OrderedDict[Key, Kernel] = OrderedDict()
+        self._spares: list[Kernel] = []
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._ended: dict[Key, str] = {}  # threads whose kernel went away, and why
+        self._names = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.sandboxed:
+            self.problem = await asyncio.to_thread(sandbox_problem)
+            if self.problem:
+                logger.error("Python sandbox unavailable, code execution refused: %s", self.problem)
+                return
+        else:
+            logger.warning(
+                "WORKBENCH_SANDBOX=none: model-written code runs UNSANDBOXED with the server's "
+                "rights. Only for a trusted, single-user machine."
+            )
+        if not self._cgroups.available:
+            logger.warning("no cgroup for kernels: the process limit is an rlimit only")
+        await asyncio.to_thread(self._build_matplotlib_cache)
+        self._spawn(self._reap_idle_kernels())
+        self._spawn(self._refill_pool())
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        kernels = [*self._kernels.values(), *self._spares]
+        self._kernels.clear()
+        self._spares.clear()
+        await asyncio.gather(*(kernel.shutdown() for kernel in kernels))
+        await asyncio.to_thread(self._cgroups.close)
+        shutil.rmtree(self._runtime_root, ignore_errors=True)
+        shutil.rmtree(self._spare_root, ignore_errors=True)
+
+    @property
+    def live_kernels(self) -> int:
+        return len(self._kernels)
+
+    # -- cells --------------------------------------------------------------------------------
+
+    async def run_cell(
+        self,
+        user_id: str,
+        thread_id: str,
+        code: str,
+        *,
+        on_starting: Callable[[], Awaitable[None]] | None = None,
+    ) -> CellRun:
+        if self.problem:
+            raise SandboxUnavailableError(
+                f"Code execution is disabled on this server: the sandbox does not work here "
+                f"({self.problem}). The operator can fix it or set WORKBENCH_SANDBOX=none."
+            )
+        key = (user_id, thread_id)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            kernel = self._kernels.get(key)
+            state_lost = None
+            if kernel is not None and not await kernel.alive():
+                await self._retire(key, "the Python kernel crashed")
+                kernel = None
+            if kernel is None:
+                if on_starting is not None:
+                    await on_starting()
+                kernel = await self._kernel_for(key)
+                state_lost = self._ended.pop(key, None)
+            self._kernels.move_to_end(key)
+            before = Workspaces.snapshot(kernel.workspace)
+            output = await self._execute(key, kernel)(code)
+            if output.kernel_restarted:
+                state_lost = "the cell's kernel had to be restarted"
+            after = Workspaces.snapshot(kernel.workspace)
+            changed = [info for path, info in sorted(after.items()) if before.get(path) != info]
+            return CellRun(output, changed, state_lost)
+
+    def _execute(self, key: Key, kernel: Kernel) -> Callable[[str], Awaitable[CellOutput]]:
+        async def run(code: str) -> CellOutput:
+            try:
+                return await kernel.execute(
+                    code,
+                    timeout=self.settings.sandbox_timeout,
+                    cpu_seconds=self.settings.sandbox_cpu_seconds,
+                    max_chars=self.settings.tool_output_chars * 4,
+                )
+            except KernelDiedError:
+                await self._retire(key, "the Python kernel stopped unexpectedly")
+                return CellOutput(status="crashed", kernel_restarted=True)
+            except KernelStuckError as stuck:
+                await self._retire(key, "the kernel did not respond to an interrupt")
+                return CellOutput(status=stuck.reason, kernel_restarted=True)
+            except StrayProcessesError as strays:
+                await self._retire(key, "the cell left processes running")
+                strays.output.kernel_restarted = True
+                return strays.output
+
+        return run
+
+    async def interrupt(self, user_id: str, thread_id: str) -> None:
+        kernel = self._kernels.get((user_id, thread_id))
+        if kernel is not None and kernel.busy:
+            await kernel.interrupt()
+
+    async def forget_thread(self, user_id: str, thread_id: str) -> None:
+        """The thread is gone: stop its kernel and delete its workspace."""
+        key = (user_id, thread_id)
+        kernel = self._kernels.pop(key, None)
+        if kernel is not None:
+            await kernel.shutdown()
+        self._ended.pop(key, None)
+        self._locks.pop(key, None)
+        await asyncio.to_thread(self.workspaces.remove, user_id, thread_id)
+
+    # -- kernels ------------------------------------------------------------------------------
+
+    async def _kernel_for(self, key: Key) -> Kernel:
+        await self._make_room()
+        workspace = self.workspaces.path(*key)
+        if self._spares:
+            kernel = self._spares.pop()
+            await asyncio.to_thread(_adopt_workspace, kernel.workspace, workspace)
+            kernel.workspace = workspace
+        else:
+            workspace.mkdir(parents=True, exist_ok=True)
+            kernel = self._new_kernel(workspace)
+            await kernel.start()
+        self._kernels[key] = kernel
+        self._spawn(self._refill_pool())
+        return kernel
+
+    def _new_kernel(self, workspace: Path) -> Kernel:
+        name = f"k{next(self._names)}"
+        return Kernel(
+            name, workspace, self._runtime_root / name, self._limits, self._cgroups,
+            self._matplotlib_cache, sandboxed=self.sandboxed,
+        )  # fmt: skip
+
+    async def _make_room(self) -> None:
+        while len(self._kernels) >= self.settings.max_kernels:
+            idle = [key for key, kernel in self._kernels.items() if not kernel.busy]
+            if not idle:
+                return  # all busy: run one over the cap rather than stall a user
+            await self._retire(idle[0], "its kernel was stopped to make room for others")
+
+    async def _retire(self, key: Key, reason: str) -> None:
+        kernel = self._kernels.pop(key, None)
+        if kernel is not None:
+            await kernel.shutdown()
+            self._ended[key] = reason
+
+    async def _reap_idle_kernels(self) -> None:
+        interval = min(5.0, self.settings.kernel_idle_seconds / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for key, kernel in list(self._kernels.items()):
+                if not kernel.busy and now - kernel.last_used > self.settings.kernel_idle_seconds:
+                    await self._retire(key, "its kernel was shut down after being idle")
+
+    async def _refill_pool(self) -> None:
+        while not self._closing and len(self._spares) < self.settings.kernel_pool_size:
+            workspace = self._spare_root / f"spare-{next(self._names)}"
+            workspace.mkdir(parents=True, exist_ok=True)
+            kernel = self._new_kernel(workspace)
+            try:
+                await kernel.start()
+            except Exception:
+                logger.exception("could not start a spare kernel")
+                shutil.rmtree(workspace, ignore_errors=True)
+                return
+            if self._closing:
+                await kernel.shutdown()
+                return
+            self._spares.append(kernel)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _build_matplotlib_cache(self) -> None:
+        """Build matplotlib's font list once on the host; kernels mount it read-only."""
+        if any(self._matplotlib_cache.glob("fontlist-*.json")):
+            return
+        self._matplotlib_cache.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [sys.executable, "-c", "import matplotlib.font_manager"],
+                env={"MPLCONFIGDIR": str(self._matplotlib_cache), "PATH": "/usr/bin:/bin"},
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
+
+
+def _adopt_workspace(spare: Path, workspace: Path) -> None:
+    """Make the spare kernel's directory the thread's workspace, keeping existing files.
+
+    A rename keeps the inode the spare's sandbox has mounted at /workspace, so the running
+    kernel sees the thread's files at once.
+    """
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    if workspace.exists():
+        for entry in workspace.iterdir():
+            entry.rename(spare / entry.name)
+        workspace.rmdir()
+    spare.rename(workspace)

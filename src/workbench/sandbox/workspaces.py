@@ -1,0 +1,79 @@
+"""Workspace directories: one per thread, owned by the thread's user.
+
+``$WORKBENCH_DATA_DIR/workspaces/<user key>/<thread id>/`` is what the thread's sandboxed
+kernel sees as ``/workspace`` and what the file tools and download links read. The user key
+is a hash, so a user id never becomes a path component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+class PathOutsideWorkspaceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str  # relative to the workspace, with forward slashes
+    size: int
+    modified_ns: int
+
+
+class Workspaces:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, user_id: str, thread_id: str) -> Path:
+        if not thread_id or "/" in thread_id or thread_id in {".", ".."} or "\0" in thread_id:
+            raise PathOutsideWorkspaceError(f"not a thread id: {thread_id!r}")
+        user_key = hashlib.sha256(user_id.encode()).hexdigest()[:32]
+        return self.root / user_key / thread_id
+
+    def ensure(self, user_id: str, thread_id: str) -> Path:
+        directory = self.path(user_id, thread_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def remove(self, user_id: str, thread_id: str) -> None:
+        shutil.rmtree(self.path(user_id, thread_id), ignore_errors=True)
+
+    def resolve(self, workspace: Path, relative: str) -> Path:
+        """``relative`` inside ``workspace``, refusing anything that would leave it.
+
+        Absolute paths, ``..`` and symlinks pointing outside are all refused; the check is on
+        the fully resolved path, so a symlink planted by code in the sandbox cannot be used to
+        read the host through a download link or a file tool.
+        """
+        pure = PurePosixPath(relative.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or "\0" in relative:
+            raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
+        base = workspace.resolve()
+        target = (base / pure).resolve()
+        if target != base and base not in target.parents:
+            raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
+        return target
+
+    @staticmethod
+    def snapshot(workspace: Path, limit: int = 10_000) -> dict[str, FileInfo]:
+        """Regular files under ``workspace`` (symlinks not followed), at most ``limit``."""
+        found: dict[str, FileInfo] = {}
+        for directory, subdirectories, files in os.walk(workspace, followlinks=False):
+            subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+            for name in files:
+                full = Path(directory) / name
+                try:
+                    stat = full.lstat()
+                except OSError:
+                    continue
+                if not full.is_symlink() and full.is_file():
+                    relative = full.relative_to(workspace).as_posix()
+                    found[relative] = FileInfo(relative, stat.st_size, stat.st_mtime_ns)
+                if len(found) >= limit:
+                    return found
+        return found
