@@ -66,7 +66,10 @@ def bob() -> RequestContext:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Settings for a live server on the session's test database (demo model, auth none)."""
-    return Settings(database_url=database_url, data_dir=tmp_path / "data", _env_file=None)
+    # No spare kernels: most tests never run code, and each spare is a process to start.
+    return Settings(
+        database_url=database_url, data_dir=tmp_path / "data", kernel_pool_size=0, _env_file=None
+    )
 
 
 @pytest.fixture

@@ -344,7 +344,7 @@ def provider_settings(
     """Settings for a live server whose model provider is ``scripted``."""
     options: dict[str, Any] = {
         "database_url": database_url, "data_dir": data_dir, "model_max_retries": 0,
-        "_env_file": None,
+        "kernel_pool_size": 0, "_env_file": None,
     }  # fmt: skip
     if chat:
         options.update(chat_completions_base_url=scripted.base_url, provider="chat_completions")

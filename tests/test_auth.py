@@ -77,7 +77,9 @@ def assert_unauthorized(response: httpx.Response, *mentions: str) -> None:
 
 
 def auth_settings(database_url: str, data_dir: Path, **fields: Any) -> Settings:
-    return Settings(database_url=database_url, data_dir=data_dir, _env_file=None, **fields)
+    return Settings(
+        database_url=database_url, data_dir=data_dir, kernel_pool_size=0, _env_file=None, **fields
+    )
 
 
 @pytest.fixture

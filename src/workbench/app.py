@@ -17,11 +17,16 @@ from workbench.agent.models import ModelCatalog
 from workbench.config import Settings, load_settings
 from workbench.context import Authenticator
 from workbench.errors import ApiError, error_response
+from workbench.files import downloads
+from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.protocol import busy_key, check_request, parse_request
+from workbench.sandbox.manager import KernelManager
+from workbench.sandbox.workspaces import Workspaces
 from workbench.server import WorkbenchServer
 from workbench.sse import EventStreamResponse, error_event
-from workbench.store import PostgresStore, open_database
+from workbench.store import DeletedThread, PostgresStore, open_database
 from workbench.store.migrations import pending_migrations
+from workbench.tools.python import PythonTool
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +44,27 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
         log = logger.warning if models.provider == "demo" else logger.info
         log("model provider: %s", models.describe())
         async with open_database(settings) as database:
+            store = PostgresStore(database.pool)
+            workspaces = Workspaces(settings.data_dir / "workspaces")
+            signer = UrlSigner(load_or_create_secret(settings), settings.download_url_ttl)
+            kernels = KernelManager(settings, workspaces)
+            await kernels.start()
+
+            async def forget_workspace(deleted: DeletedThread) -> None:
+                await kernels.forget_thread(deleted.user_id, deleted.thread_id)
+
+            store.on_thread_deleted(forget_workspace)
             app.state.database = database
-            app.state.server = WorkbenchServer(PostgresStore(database.pool), settings, models)
-            yield
+            app.state.signer = signer
+            app.state.workspaces = workspaces
+            app.state.kernels = kernels
+            app.state.server = WorkbenchServer(
+                store, settings, models, tools=[PythonTool(kernels, signer, settings).tool()]
+            )
+            try:
+                yield
+            finally:
+                await kernels.close()
 
     app = FastAPI(title="Workbench", lifespan=lifespan)
     app.add_middleware(
@@ -55,6 +78,8 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return error.response()
+
+    app.include_router(downloads.router)
 
     @app.post("/chatkit")
     async def chatkit(request: Request) -> Response:

@@ -27,6 +27,9 @@ _MAX_USER_ID_LENGTH = 256
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     user_id: str
+    # Where absolute URLs (downloads, previews) point: WORKBENCH_PUBLIC_URL, else the
+    # request's own base URL.
+    base_url: str = "http://127.0.0.1:8000"
 
     def __post_init__(self) -> None:
         if not self.user_id:
@@ -43,16 +46,20 @@ class Authenticator:
         )
 
     async def __call__(self, request: HTTPConnection) -> RequestContext:
+        base_url = self._settings.public_url or str(request.base_url).rstrip("/")
+        return RequestContext(await self._user(request), base_url)
+
+    async def _user(self, request: HTTPConnection) -> str:
         match self._settings.auth:
             case "none":
-                return RequestContext(self._settings.local_user)
+                return self._settings.local_user
             case "header":
                 user = request.headers.get(self._settings.auth_header, "").strip()
                 if not user:
                     raise _unauthorized(f"missing the {self._settings.auth_header} header")
-                return RequestContext(_checked_user_id(user))
+                return _checked_user_id(user)
             case "jwt":
-                return RequestContext(_checked_user_id(await self._verify(request)))
+                return _checked_user_id(await self._verify(request))
 
     async def _verify(self, request: HTTPConnection) -> str:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from agents import (
     Agent,
+    FunctionTool,
     ModelRefusalError,
     ModelSettings,
     RunConfig,
@@ -18,7 +19,7 @@ from agents import (
     Runner,
 )
 from agents.items import TResponseInputItem
-from chatkit.agents import AgentContext, stream_agent_response
+from chatkit.agents import stream_agent_response
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
     AssistantMessageItem,
@@ -45,6 +46,7 @@ from chatkit.types import (
 from openai.types.shared import Reasoning
 
 from workbench.agent.activity import ToolActivity
+from workbench.agent.context import WorkbenchContext
 from workbench.agent.converter import WorkbenchConverter
 from workbench.agent.errors import stream_error
 from workbench.agent.models import ModelCatalog
@@ -54,6 +56,7 @@ from workbench.agent.titles import make_title
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.store import PostgresStore
+from workbench.tools.python import stopped_cell
 
 logger = logging.getLogger(__name__)
 
@@ -75,17 +78,24 @@ class UnknownToolError(ValueError):
 class _ActiveRun:
     session: TranscriptSession
     input: list[TResponseInputItem]
+    context: WorkbenchContext
 
 
 class WorkbenchServer(ChatKitServer[RequestContext]):
     store: PostgresStore
 
-    def __init__(self, store: PostgresStore, settings: Settings, catalog: ModelCatalog) -> None:
+    def __init__(
+        self,
+        store: PostgresStore,
+        settings: Settings,
+        catalog: ModelCatalog,
+        tools: list[FunctionTool] | None = None,
+    ) -> None:
         super().__init__(store)
         self.settings = settings
         self.catalog = catalog
         self.converter = WorkbenchConverter()
-        self.tools: list[object] = []
+        self.tools: list[FunctionTool] = list(tools or [])
         # One response runs per thread at a time (the HTTP layer enforces it), so the thread
         # id identifies the run that a cancellation belongs to.
         self._active: dict[str, _ActiveRun] = {}
@@ -169,7 +179,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         if input_user_message and await session.has_turn():
             await session.rewind()  # threads.retry_after_item: answer this message afresh
         agent_input = await self.converter.to_agent_input(message) if message else []
-        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        agent_context = WorkbenchContext(thread=thread, store=self.store, request_context=context)
         result = Runner.run_streamed(
             self._agent(
                 model_name, options.tool_choice.id if options and options.tool_choice else None
@@ -181,7 +191,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             run_config=RunConfig(workflow_name="Workbench chat", group_id=thread.id),
             error_handlers={"model_refusal": _keep_refusal},
         )
-        self._active[thread.id] = _ActiveRun(session, agent_input)
+        self._active[thread.id] = _ActiveRun(session, agent_input, agent_context)
         adapted = AdaptedRun(
             result,
             lambda: self.store.generate_item_id("message", thread, context),
@@ -211,9 +221,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
                 self.catalog, _plain_text(input_user_message), self.settings.title_model
             )
 
-    def _agent(
-        self, model_name: str, tool_choice: str | None
-    ) -> Agent[AgentContext[RequestContext]]:
+    def _agent(self, model_name: str, tool_choice: str | None) -> Agent[WorkbenchContext]:
         reasoning = None
         if self.catalog.provider == "openai" and (
             self.settings.reasoning_effort or self.settings.reasoning_summary
@@ -224,12 +232,12 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         instructions = INSTRUCTIONS
         if self.settings.instructions:
             instructions += "\n\n" + self.settings.instructions
-        return Agent[AgentContext[RequestContext]](
+        return Agent[WorkbenchContext](
             name="Workbench",
             instructions=instructions,
             model=self.catalog.model(model_name),
             model_settings=ModelSettings(tool_choice=tool_choice, reasoning=reasoning),
-            tools=list(self.tools),  # type: ignore[arg-type]
+            tools=list(self.tools),
         )
 
     async def _latest_item(
@@ -247,7 +255,11 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         # What the user saw stays: partial assistant text, and widgets and workflows in the
         # state they reached. An upsert, because a Stop can land just after an item's insert
         # committed but before the SDK took it off its pending list.
+        run = self._active.pop(thread.id, None)
+        cells = {cell.item.id: cell for cell in run.context.cells.values()} if run else {}
         for item in pending_items:
+            if item.id in cells:  # a code cell: save the state it reached, marked stopped
+                item = stopped_cell(cells[item.id])
             if _worth_keeping(item):
                 await self.store.save_item(thread.id, item, context)
         await self.store.add_thread_item(
@@ -260,7 +272,6 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             ),
             context,
         )
-        run = self._active.pop(thread.id, None)
         if run is not None:
             await self._remember_cancellation(run, pending_items)
 
@@ -304,7 +315,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
 
 
 def _keep_refusal(
-    data: RunErrorHandlerInput[AgentContext[RequestContext]],
+    data: RunErrorHandlerInput[WorkbenchContext],
 ) -> RunErrorHandlerResult:
     # The refusal already reached the user as an assistant message; left alone, the Agents
     # SDK ends the run with ModelRefusalError and the user gets an error event on top of it.

@@ -1,37 +1,65 @@
-"""Tool activity the SDK's ``stream_agent_response`` does not show: function tool calls and
-the provider's hosted web and file searches become workflow tasks that the user sees start
-and finish."""
+"""Tool activity the SDK's ``stream_agent_response`` does not show.
+
+* ``execute_python``: the code appears in the cell widget while the model is still writing
+  it, fed from ``response.function_call_arguments.delta``.
+* Other function tools and the provider's hosted web and file searches become workflow tasks
+  that the user sees start and finish.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import jiter
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
-from chatkit.agents import AgentContext
-from chatkit.types import CustomTask, SearchTask, Task, URLSource
+from chatkit.types import (
+    CustomTask,
+    SearchTask,
+    Task,
+    ThreadItemAddedEvent,
+    ThreadItemUpdatedEvent,
+    URLSource,
+    WidgetStreamingTextValueDelta,
+)
+
+from workbench.agent.context import CodeCell, WorkbenchContext
+from workbench.tools.python import TOOL_NAME, new_cell_item
+from workbench.widgets import CellView
 
 _OUTPUT_PREVIEW = 300
 
 
 class ToolActivity:
-    def __init__(self, context: AgentContext[Any], quiet_tools: frozenset[str] = frozenset()):
+    def __init__(self, context: WorkbenchContext) -> None:
         self._context = context
-        # Tools that render their own progress (the Python workspace's live widget).
-        self._quiet_tools = quiet_tools
         self._tasks: dict[str, Task] = {}  # provider item id or tool call id -> its task
+        self._code_calls: dict[str, str] = {}  # provider item id -> tool call id
 
     async def observe(self, event: StreamEvent) -> None:
         if isinstance(event, RawResponsesStreamEvent):
             data = event.data
             if data.type == "response.output_item.added":
                 await self._started(data.item)
+            elif data.type == "response.function_call_arguments.delta":
+                await self._code_written(data.item_id, data.delta)
+            elif data.type == "response.output_item.done" and data.item.type == "function_call":
+                cell = self._context.cells.get(self._code_calls.get(data.item.id or "", ""))
+                if cell is not None:
+                    cell.written.set()
             elif data.type == "response.output_item.done":
                 await self._search_done(data.item)
         elif isinstance(event, RunItemStreamEvent) and event.name == "tool_output":
             await self._tool_done(event.item)
 
     async def _started(self, item: Any) -> None:
-        if item.type == "function_call" and item.name not in self._quiet_tools:
+        if item.type == "function_call" and item.name == TOOL_NAME:
+            cell = CodeCell(new_cell_item(self._context), CellView())
+            self._context.cells[item.call_id] = cell
+            self._code_calls[item.id] = item.call_id
+            await self._context.stream(ThreadItemAddedEvent(item=cell.item))
+            return
+        if item.type == "function_call":
             task: Task = CustomTask(
                 title=f"Using {item.name}", icon="bolt", status_indicator="loading"
             )
@@ -45,6 +73,19 @@ class ToolActivity:
         else:
             return
         await self._context.add_workflow_task(task)
+
+    async def _code_written(self, item_id: str, delta: str) -> None:
+        cell = self._context.cells.get(self._code_calls.get(item_id, ""))
+        if cell is None:
+            return
+        cell.arguments += delta
+        code = _partial_code(cell.arguments)
+        if code is None or len(code) <= len(cell.view.code) or not code.startswith(cell.view.code):
+            return
+        added = code[len(cell.view.code) :]
+        cell.view = dataclasses.replace(cell.view, code=code)
+        update = WidgetStreamingTextValueDelta(component_id="code", delta=added, done=False)
+        await self._context.stream(ThreadItemUpdatedEvent(item_id=cell.item.id, update=update))
 
     async def _search_done(self, item: Any) -> None:
         task = self._tasks.pop(getattr(item, "id", None) or "", None)
@@ -82,3 +123,13 @@ class ToolActivity:
         workflow = self._context.workflow_item
         if workflow is not None and task in workflow.workflow.tasks:
             await self._context.update_workflow_task(task, workflow.workflow.tasks.index(task))
+
+
+def _partial_code(arguments: str) -> str | None:
+    """The ``code`` argument as far as it has arrived (the JSON is still incomplete)."""
+    try:
+        parsed = jiter.from_json(arguments.encode(), partial_mode="trailing-strings")
+    except ValueError:
+        return None  # mid-escape: wait for the next delta
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    return code if isinstance(code, str) else None

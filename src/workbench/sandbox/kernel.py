@@ -119,7 +119,7 @@ class Kernel:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, timeout: float = 60.0) -> None:
+    async def start(self, ready_within: float = 60.0) -> None:
         self._runtime_dir.mkdir(parents=True, exist_ok=True)
         self._runtime_dir.chmod(0o700)
         self._cgroup = self._cgroups.create(self.name, self._limits.max_processes)
@@ -149,7 +149,7 @@ class Kernel:
         self._client = manager.client()
         self._client.start_channels()
         try:
-            await self._client.wait_for_ready(timeout=timeout)
+            await self._client.wait_for_ready(timeout=ready_within)
             await self._run_silently(_BOOTSTRAP)
         except Exception:
             await self.shutdown()
@@ -183,7 +183,7 @@ class Kernel:
         self,
         code: str,
         *,
-        timeout: float,
+        time_limit: float,
         cpu_seconds: float,
         max_chars: int,
         on_stream: Callable[[str, str], Awaitable[None]] | None = None,
@@ -205,7 +205,7 @@ class Kernel:
             while True:
                 now = time.monotonic()
                 if stop_reason is None:
-                    if now - started > timeout:
+                    if now - started > time_limit:
                         stop_reason = "timeout"
                     elif self._cpu_seconds() - cpu_start > cpu_seconds:
                         stop_reason = "cpu_limit"
@@ -327,8 +327,9 @@ class _Collector:
     def _append(self, stream: str, text: str) -> None:
         current = self.output.stderr if stream == "stderr" else self.output.stdout
         room = max(0, self.max_chars - len(current))
-        kept, self.output.cut_characters = text[:room], self.output.cut_characters + max(
-            0, len(text) - room
+        kept, self.output.cut_characters = (
+            text[:room],
+            self.output.cut_characters + max(0, len(text) - room),
         )
         if stream == "stderr":
             self.output.stderr += kept

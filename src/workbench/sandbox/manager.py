@@ -149,7 +149,7 @@ class KernelManager:
             try:
                 return await kernel.execute(
                     code,
-                    timeout=self.settings.sandbox_timeout,
+                    time_limit=self.settings.sandbox_timeout,
                     cpu_seconds=self.settings.sandbox_cpu_seconds,
                     max_chars=self.settings.tool_output_chars * 4,
                 )

@@ -157,6 +157,15 @@ class PostgresStore(Store[RequestContext]):
         """
         self._thread_deletion_hooks.append(hook)
 
+    async def owner_of_thread(self, thread_id: str) -> str | None:
+        """The thread's owner, for routes whose caller is not a user (signed download URLs).
+
+        Deliberately unscoped: the caller must still prove it may act for that owner (the
+        URL's MAC is checked against it) before serving anything.
+        """
+        row = await self._fetchone("SELECT owner FROM threads WHERE id = %s", (thread_id,))
+        return None if row is None else str(row[0])
+
     # -- items -----------------------------------------------------------------------------
 
     async def load_thread_items(
