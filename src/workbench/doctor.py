@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from workbench.agent.models import ModelCatalog
 from workbench.config import Settings
+from workbench.sandbox.bubblewrap import sandbox_problem
+from workbench.sandbox.cgroups import CgroupFactory
 from workbench.store import open_database
 from workbench.store.migrations import pending_migrations
+
+
+async def _check_sandbox(
+    settings: Settings, report: Callable[[bool, str, str], None], out: TextIO
+) -> None:
+    if settings.sandbox == "none":
+        out.write(
+            "[WARNING] sandbox: WORKBENCH_SANDBOX=none — model-written code runs UNSANDBOXED "
+            "with the server's rights\n          fix: install bubblewrap and unset "
+            "WORKBENCH_SANDBOX\n"
+        )
+        return
+    problem = await asyncio.to_thread(sandbox_problem)
+    report(problem is None, f"sandbox: {problem}" if problem else "sandbox: bubblewrap works",
+           "install bubblewrap (apt-get install bubblewrap) and allow user namespaces; or set "
+           "WORKBENCH_SANDBOX=none on a trusted single-user machine")  # fmt: skip
+    cgroups = CgroupFactory()
+    if cgroups.available:
+        report(True, "sandbox: per-kernel pids cgroups available", "")
+    else:
+        out.write(
+            "[WARNING] sandbox: no writable cgroup hierarchy — the per-kernel process limit is "
+            "an rlimit, which does not hold when the server runs as root\n"
+        )
+    cgroups.close()
 
 
 async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
@@ -46,6 +75,8 @@ async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             where = f"{catalog.provider} at {catalog.client.base_url}"
             fix = "check OPENAI_API_KEY / OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_*"
             report(False, f"model provider ({where}): {type(error).__name__}: {error}", fix)
+
+    await _check_sandbox(settings, report, out)
 
     if settings.auth == "none":
         report(True, "auth: none (one local user; loopback only unless forced)")
