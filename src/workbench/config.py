@@ -61,7 +61,10 @@ class Settings(BaseSettings):
         "the base URL of the request.",
     )
     download_url_ttl: int = Field(
-        default=3600, ge=1, description="Seconds a signed download URL stays valid."
+        # A week: links live on in saved widgets, and a reload should still show the figures.
+        default=7 * 24 * 3600,
+        ge=1,
+        description="Seconds a signed download URL stays valid.",
     )
 
     # -- auth ------------------------------------------------------------------------------

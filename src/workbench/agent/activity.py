@@ -25,7 +25,7 @@ from chatkit.types import (
 
 from workbench.agent.context import CodeCell, WorkbenchContext
 from workbench.tools.python import TOOL_NAME, new_cell_item
-from workbench.widgets import CellView
+from workbench.widgets import CODE_COMPONENT_ID, CellView
 
 _OUTPUT_PREVIEW = 300
 
@@ -84,7 +84,9 @@ class ToolActivity:
             return
         added = code[len(cell.view.code) :]
         cell.view = dataclasses.replace(cell.view, code=code)
-        update = WidgetStreamingTextValueDelta(component_id="code", delta=added, done=False)
+        update = WidgetStreamingTextValueDelta(
+            component_id=CODE_COMPONENT_ID, delta=added, done=False
+        )
         await self._context.stream(ThreadItemUpdatedEvent(item_id=cell.item.id, update=update))
 
     async def _search_done(self, item: Any) -> None:

@@ -25,11 +25,9 @@ from urllib.parse import quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
-from starlette.requests import HTTPConnection
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
-from workbench.config import Settings
 from workbench.errors import ApiError
 from workbench.files.signing import RESERVED_PARAMS, SignatureStatus, UrlSigner
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
@@ -39,8 +37,8 @@ WORKSPACE_FILES_PREFIX = "/files/workspaces"
 
 router = APIRouter()
 
-# Served to a top-level navigation (someone opens the link), this keeps an uploaded HTML or
-# SVG file from running script with this origin's cookies and storage.
+# Served to a top-level navigation (someone opens the link), this keeps an HTML or SVG file
+# written in the workspace from running script with this origin's cookies and storage.
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
@@ -74,11 +72,6 @@ def workspace_file_url(
     return signer.sign(base_url, workspace_file_path(thread_id, relative), owner, params=params)
 
 
-def request_base_url(request: HTTPConnection, settings: Settings) -> str:
-    """Where absolute URLs point: ``WORKBENCH_PUBLIC_URL``, else the request's own base URL."""
-    return settings.public_url or str(request.base_url).rstrip("/")
-
-
 @router.api_route(WORKSPACE_FILES_PREFIX + "/{thread_id}/{path:path}", methods=["GET", "HEAD"])
 async def download_workspace_file(request: Request, thread_id: str, path: str) -> FileResponse:
     state = request.app.state
@@ -105,9 +98,7 @@ async def download_workspace_file(request: Request, thread_id: str, path: str) -
             )
 
     try:
-        fd = await anyio.to_thread.run_sync(
-            _open_workspace_file, workspaces, owner, thread_id, path
-        )
+        fd = await anyio.to_thread.run_sync(open_workspace_file, workspaces, owner, thread_id, path)
     except (PathOutsideWorkspaceError, OSError):
         raise ApiError(404, "not_found", _NOT_FOUND) from None
     name = _file_name(path)
@@ -151,12 +142,16 @@ def _forbidden(code: str, message: str) -> ApiError:
     return ApiError(403, code, message)
 
 
-def _open_workspace_file(workspaces: Workspaces, owner: str, thread_id: str, relative: str) -> int:
+def open_workspace_file(workspaces: Workspaces, owner: str, thread_id: str, relative: str) -> int:
     """A read-only descriptor of a regular file inside the workspace, or an error.
 
     ``Workspaces.resolve`` refuses ``..``, absolute paths and symlinks leading out. The walk
     then re-opens the resolved path relative to the workspace without following any symlink,
-    so nothing swapped in since the check is followed either.
+    so nothing swapped in since the check is followed either. Anything on the host reading a
+    workspace file the sandbox can write should read it through this.
+
+    Raises ``PathOutsideWorkspaceError`` or ``OSError`` (missing, not a regular file, or
+    swapped for a symlink).
     """
     workspace = workspaces.path(owner, thread_id).resolve()
     try:

@@ -53,8 +53,11 @@ class Workspaces:
         pure = PurePosixPath(relative.replace("\\", "/"))
         if pure.is_absolute() or ".." in pure.parts or "\0" in relative:
             raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
-        base = workspace.resolve()
-        target = (base / pure).resolve()
+        try:
+            base = workspace.resolve()
+            target = (base / pure).resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            raise PathOutsideWorkspaceError(f"{relative!r} cannot be resolved") from None
         if target != base and base not in target.parents:
             raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
         return target

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from agents import FunctionTool, function_tool
@@ -27,11 +27,11 @@ from chatkit.types import (
 
 from workbench.agent.context import CodeCell, WorkbenchContext
 from workbench.config import Settings
-from workbench.files.downloads import workspace_file_url
+from workbench.files.downloads import open_workspace_file, workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
-from workbench.sandbox.workspaces import FileInfo
+from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
 from workbench.widgets import (
     CellStatus,
     CellView,
@@ -155,7 +155,7 @@ class PythonTool:
         tables += [
             preview
             for info in run.changed_files
-            if (preview := _csv_preview(self._kernels.workspaces.path(user, thread), info))
+            if (preview := _csv_preview(self._kernels.workspaces, user, thread, info))
         ]
         error = None
         if output.error is not None:
@@ -184,13 +184,17 @@ def _table(table: dict[str, Any]) -> TableView:
     )  # fmt: skip
 
 
-def _csv_preview(workspace: Path, info: FileInfo) -> TableView | None:
+def _csv_preview(
+    workspaces: Workspaces, user: str, thread: str, info: FileInfo
+) -> TableView | None:
     if not info.path.lower().endswith(".csv"):
         return None
     try:
-        with (workspace / info.path).open("rb") as file:
+        # Through a descriptor opened without following links: the sandbox may have swapped
+        # a directory for a symlink since the cell ended.
+        with os.fdopen(open_workspace_file(workspaces, user, thread, info.path), "rb") as file:
             head = file.read(_CSV_PREVIEW_BYTES)
-    except OSError:
+    except (OSError, PathOutsideWorkspaceError):
         return None
     text = head.decode("utf-8", errors="replace")
     if len(head) == _CSV_PREVIEW_BYTES:
