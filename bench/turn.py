@@ -16,7 +16,6 @@ Exit code 0 when both targets are met, 1 otherwise.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import statistics
@@ -34,17 +33,9 @@ import httpx
 from agents import (
     Agent,
     Model,
-    ModelResponse,
-    ModelSettings,
-    ModelTracing,
     Runner,
-    Tool,
-    Usage,
     set_tracing_disabled,
 )
-from agents.agent_output import AgentOutputSchemaBase
-from agents.handoffs import Handoff
-from agents.items import TResponseInputItem, TResponseStreamEvent
 from chatkit.agents import AgentContext, simple_to_agent_input, stream_agent_response
 from chatkit.server import ChatKitServer, StreamingResult
 from chatkit.store import NotFoundError, Store
@@ -58,15 +49,12 @@ from chatkit.types import (
 )
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
-from openai.types.responses import Response as ModelOutput
-from openai.types.responses import ResponseStreamEvent
-from openai.types.responses.response_prompt_param import ResponsePromptParam
-from pydantic import TypeAdapter
 from tests.live import LiveServer, _ThreadedUvicorn, add_message, create_thread
 from tests.postgres_server import admin_server, throwaway_database
 
+from workbench.agent.demo import ScriptedReplyModel
 from workbench.agent.models import ModelCatalog
-from workbench.agent.response_events import Text, response_events
+from workbench.agent.response_events import OutputPart, Text
 from workbench.config import Settings
 from workbench.server import INSTRUCTIONS
 
@@ -79,62 +67,18 @@ WARMUP = 30  # turns per server before measuring
 CONCURRENT = 200
 RATIO_TARGET = 1.5
 
-_EVENT = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)
 _THREAD_FIELDS = set(ThreadMetadata.model_fields)
-_response_ids = itertools.count()
 
 
 # -- the model: answers at once, 50 one-word deltas ------------------------------------------
 
 
-class InstantModel(Model):
-    async def get_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> ModelResponse:
-        completed: ModelOutput | None = None
-        for event in _answer():
-            if event.type == "response.completed":
-                completed = event.response
-        assert completed is not None
-        return ModelResponse(output=completed.output, usage=Usage(), response_id=completed.id)
+class InstantModel(ScriptedReplyModel):
+    name = "instant"
+    chunk_size = CHUNK
 
-    async def stream_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> AsyncIterator[TResponseStreamEvent]:
-        for event in _answer():
-            yield event
-
-
-def _answer() -> Iterator[ResponseStreamEvent]:
-    # A fresh response id each time: the output item id becomes the assistant message id.
-    events = response_events(
-        [Text(ANSWER)], model="instant", response_id=f"resp_{next(_response_ids)}",
-        chunk_size=CHUNK,
-    )  # fmt: skip
-    for event in events:
-        yield _EVENT.validate_python(event)
+    def reply(self, input: object, tool_names: set[str]) -> list[OutputPart]:
+        return [Text(ANSWER)]
 
 
 class InstantCatalog(ModelCatalog):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
@@ -32,7 +32,21 @@ _EVENT = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)
 _FENCED_PYTHON = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 
 
-class DemoModel(Model):
+class ScriptedReplyModel(Model):
+    """A model whose reply is computed in-process and streamed like a real one.
+
+    Subclasses say what to answer (``reply``); this turns it into Responses stream events,
+    text and arguments in several deltas, for both the streamed and the plain call.
+    """
+
+    name = "scripted"
+    chunk_size = 12
+
+    def reply(
+        self, input: str | list[TResponseInputItem], tool_names: set[str]
+    ) -> list[OutputPart]:
+        raise NotImplementedError
+
     async def get_response(
         self,
         system_instructions: str | None,
@@ -48,7 +62,7 @@ class DemoModel(Model):
         prompt: ResponsePromptParam | None,
     ) -> ModelResponse:
         completed: Response | None = None
-        async for event in self._events(input, tools):
+        for event in self._events(input, tools):
             if event.type == "response.completed":
                 completed = event.response
         assert completed is not None
@@ -68,17 +82,28 @@ class DemoModel(Model):
         conversation_id: str | None,
         prompt: ResponsePromptParam | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        async for event in self._events(input, tools):
+        for event in self._events(input, tools):
             yield event
 
-    async def _events(
+    def _events(
         self, input: str | list[TResponseInputItem], tools: list[Tool]
-    ) -> AsyncIterator[ResponseStreamEvent]:
-        parts = demo_reply(input, {tool.name for tool in tools})
+    ) -> Iterator[ResponseStreamEvent]:
+        parts = self.reply(input, {tool.name for tool in tools})
+        # A fresh response id each time: output item ids become ChatKit message ids.
+        response_id = f"resp_{self.name}_{secrets.token_hex(6)}"
         for event in response_events(
-            parts, model=DEMO_MODEL_NAME, response_id=f"resp_demo_{secrets.token_hex(6)}"
+            parts, model=self.name, response_id=response_id, chunk_size=self.chunk_size
         ):
             yield _EVENT.validate_python(event)
+
+
+class DemoModel(ScriptedReplyModel):
+    name = DEMO_MODEL_NAME
+
+    def reply(
+        self, input: str | list[TResponseInputItem], tool_names: set[str]
+    ) -> list[OutputPart]:
+        return demo_reply(input, tool_names)
 
 
 def demo_reply(input: str | list[TResponseInputItem], tool_names: set[str]) -> list[OutputPart]:
