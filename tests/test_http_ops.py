@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageItem,
     ClientToolCallItem,
@@ -455,26 +456,27 @@ async def test_items_feedback(
     assert await store.load_feedback(thread_id, user) == {answer.id: "negative"}
 
 
-async def test_attachments_are_not_built_yet(
+async def test_attachments_create_and_delete(
     live: LiveServer, http: httpx.AsyncClient, store: PostgresStore, user: RequestContext
 ) -> None:
     response = await post(http, live, {"type": "attachments.create", "params": {
         "name": "notes.txt", "size": 12, "mime_type": "text/plain"}})  # fmt: skip
-    assert_error(response, 400, "uploads_unavailable")
+    assert response.status_code == 200, response.text
+    created = response.json()
+    assert created["type"] == "file" and created["name"] == "notes.txt"
+    descriptor = created["upload_descriptor"]
+    assert descriptor["method"] == "POST" and descriptor["url"].startswith(live.base + "/files/")
+    assert "metadata" not in created
 
     response = await post(http, live, {"type": "attachments.delete",
                                        "params": {"attachment_id": "atc_nope"}})  # fmt: skip
     assert_error(response, 404, "not_found", "atc_nope")
 
-    # A known attachment is not deleted half-way: the row stays until uploads exist.
-    attachment = FileAttachment(
-        id=f"atc_{secrets.token_hex(8)}", name="a.txt", mime_type="text/plain"
-    )
-    await store.save_attachment(attachment, user)
     response = await post(http, live, {"type": "attachments.delete",
-                                       "params": {"attachment_id": attachment.id}})  # fmt: skip
-    assert_error(response, 400, "uploads_unavailable")
-    assert (await store.load_attachment(attachment.id, user)).id == attachment.id
+                                       "params": {"attachment_id": created["id"]}})  # fmt: skip
+    assert response.status_code == 200, response.text
+    with pytest.raises(NotFoundError):
+        await store.load_attachment(created["id"], user)
 
 
 async def test_input_transcribe(live: LiveServer, http: httpx.AsyncClient) -> None:

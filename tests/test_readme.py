@@ -35,9 +35,9 @@ def test_every_curl_example_runs(live: LiveServer) -> None:
     assert not [e for e in events if e["type"] == "error"], events
     assert sum(e["type"] == "thread.created" for e in events) == 1
     codes = {body["error"]["code"] for body in json_bodies if "error" in body}
-    # The ops this server answers with a documented 4xx until their features land.
+    # Ops this demo walk-through sends in a state that rightly gets a documented 4xx.
     assert codes == {
-        "invalid_request", "unknown_action", "uploads_unavailable", "not_found",
+        "invalid_request", "unknown_action",
         "transcription_unavailable",
     }  # fmt: skip
     assert any(body.get("title") == "Renamed" for body in json_bodies)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,9 @@ from workbench.agent.models import ModelCatalog
 from workbench.config import Settings, load_settings
 from workbench.context import Authenticator
 from workbench.errors import ApiError, error_response
-from workbench.files import downloads
+from workbench.files import downloads, uploads
+from workbench.files.attachments import WorkbenchAttachmentStore
+from workbench.files.blobs import open_blob_store
 from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.protocol import busy_key, check_request, parse_request
 from workbench.sandbox.manager import KernelManager
@@ -47,24 +50,33 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             store = PostgresStore(database.pool)
             workspaces = Workspaces(settings.data_dir / "workspaces")
             signer = UrlSigner(load_or_create_secret(settings), settings.download_url_ttl)
+            blobs = open_blob_store(settings)
+            attachments = WorkbenchAttachmentStore(store, blobs, signer, settings)
             kernels = KernelManager(settings, workspaces)
             await kernels.start()
 
-            async def forget_workspace(deleted: DeletedThread) -> None:
+            async def forget_thread(deleted: DeletedThread) -> None:
                 await kernels.forget_thread(deleted.user_id, deleted.thread_id)
+                await attachments.forget_thread(deleted)
 
-            store.on_thread_deleted(forget_workspace)
+            store.on_thread_deleted(forget_thread)
+            collector = asyncio.create_task(attachments.collect_stale_uploads())
             app.state.database = database
+            app.state.authenticate = authenticate
             app.state.signer = signer
             app.state.workspaces = workspaces
             app.state.kernels = kernels
+            app.state.attachments = attachments
             app.state.server = WorkbenchServer(
-                store, settings, models, tools=[PythonTool(kernels, signer, settings).tool()]
-            )
+                store, settings, models, attachments, workspaces,
+                tools=[PythonTool(kernels, signer, settings).tool()],
+            )  # fmt: skip
             try:
                 yield
             finally:
+                collector.cancel()
                 await kernels.close()
+                await blobs.close()
 
     app = FastAPI(title="Workbench", lifespan=lifespan)
     app.add_middleware(
@@ -80,6 +92,7 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
         return error.response()
 
     app.include_router(downloads.router)
+    app.include_router(uploads.router)
 
     @app.post("/chatkit")
     async def chatkit(request: Request) -> Response:

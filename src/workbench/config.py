@@ -118,6 +118,34 @@ class Settings(BaseSettings):
         # Resolved once so a later chdir cannot move the data under our feet.
         return value.expanduser().resolve()
 
+    # -- uploads ---------------------------------------------------------------------------
+    blob_backend: Literal["local", "s3"] = Field(
+        default="local", description="Where uploaded bytes live."
+    )
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = Field(default=None, description="For MinIO, R2, ...")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    upload_max_mb: int = Field(default=100, ge=1, description="Largest upload accepted.")
+    upload_mime_types: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf",
+            "text/*", "application/json", "application/xml", "application/zip",
+            "application/vnd.openxmlformats-officedocument.*", "application/vnd.ms-excel",
+            "application/vnd.apache.parquet",
+        ],
+        description="Accepted MIME types (comma-separated; `type/*` patterns allowed).",
+    )  # fmt: skip
+    upload_ttl_hours: float = Field(
+        default=24.0, gt=0, description="Uploads never attached to a message go after this."
+    )
+    image_input: Literal["data_url", "url"] = Field(
+        default="data_url",
+        description="How images reach the model: inline bytes, or a signed URL it fetches.",
+    )
+
     # -- Python workspace sandbox ---------------------------------------------------------------
     sandbox: Literal["bubblewrap", "none"] = Field(
         default="bubblewrap",
@@ -125,7 +153,7 @@ class Settings(BaseSettings):
     )
     sandbox_memory_mb: int = Field(default=2048, ge=128, description="Address space per kernel.")
     sandbox_max_processes: int = Field(default=64, ge=8, description="Processes per kernel.")
-    sandbox_tmp_mb: int = Field(default=256, ge=8, description="Size of each kernel's /tmp.")
+    sandbox_tmp_mb: int = Field(default=256, ge=8, description="Size of /tmp and of /dev/shm.")
     sandbox_max_file_mb: int = Field(default=512, ge=1, description="Largest file a cell writes.")
     sandbox_cpu_seconds: float = Field(default=120.0, gt=0, description="CPU time per cell.")
     sandbox_timeout: float = Field(default=120.0, gt=0, description="Wall-clock time per cell.")
@@ -159,7 +187,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://chat.example.com")
         return value.rstrip("/")
 
-    @field_validator("cors_origins", "models", mode="before")
+    @field_validator("cors_origins", "models", "upload_mime_types", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -172,6 +200,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "WORKBENCH_AUTH=jwt needs WORKBENCH_JWT_SECRET or WORKBENCH_JWT_JWKS_URL"
             )
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError("WORKBENCH_BLOB_BACKEND=s3 needs WORKBENCH_S3_BUCKET")
         if self.provider == "openai" and not self.openai_api_key:
             raise ValueError("WORKBENCH_PROVIDER=openai needs OPENAI_API_KEY")
         if self.provider == "chat_completions" and not self.chat_completions_base_url:

@@ -46,8 +46,11 @@ class Authenticator:
         )
 
     async def __call__(self, request: HTTPConnection) -> RequestContext:
-        base_url = self._settings.public_url or str(request.base_url).rstrip("/")
-        return RequestContext(await self._user(request), base_url)
+        return RequestContext(await self._user(request), self.base_url(request))
+
+    def base_url(self, request: HTTPConnection) -> str:
+        """Where absolute URLs point: WORKBENCH_PUBLIC_URL, else the request's base URL."""
+        return self._settings.public_url or str(request.base_url).rstrip("/")
 
     async def _user(self, request: HTTPConnection) -> str:
         match self._settings.auth:

@@ -163,9 +163,9 @@ async def check_request(
                     await store.load_item(request.params.thread_id, item_id, context)
             case AttachmentsDeleteReq():
                 await store.load_attachment(request.params.attachment_id, context)
-                raise _uploads_unavailable()
             case AttachmentsCreateReq():
-                raise _uploads_unavailable()
+                server.attachments.checked_type(request.params.mime_type, request.params.name)
+                server.attachments.check_size(request.params.size)
             case ThreadsListReq() | ItemsListReq():
                 # The SDK reads a limit of 0 as "the default page size".
                 if request.params.limit is not None and request.params.limit < 1:
@@ -186,11 +186,12 @@ async def _check_user_input(
 ) -> None:
     for attachment_id in message.attachments:
         try:
-            await server.store.load_attachment(attachment_id, context)
+            attachment = await server.store.load_attachment(attachment_id, context)
         except NotFoundError:
             raise ApiError(
                 404, "not_found", f"params.input.attachments: attachment {attachment_id} not found."
             ) from None
+        await server.attachments.confirm_uploaded(attachment, context)
     try:
         server.check_inference_options(message.inference_options)
     except ValueError as error:
@@ -202,12 +203,6 @@ def _check_audio(request: InputTranscribeReq) -> None:
         base64.b64decode(request.params.audio_base64, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "invalid_request", "params.audio_base64: not valid base64.") from None
-
-
-def _uploads_unavailable() -> ApiError:
-    return ApiError(
-        400, "uploads_unavailable", "This server has no attachment store configured yet."
-    )
 
 
 def busy_key(request: StreamingReq) -> str | None:

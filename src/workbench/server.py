@@ -55,6 +55,8 @@ from workbench.agent.stream import AdaptedRun
 from workbench.agent.titles import make_title
 from workbench.config import Settings
 from workbench.context import RequestContext
+from workbench.files.attachments import WorkbenchAttachmentStore
+from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
 from workbench.tools.python import stopped_cell
 
@@ -89,12 +91,15 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         store: PostgresStore,
         settings: Settings,
         catalog: ModelCatalog,
+        attachments: WorkbenchAttachmentStore,
+        workspaces: Workspaces,
         tools: list[FunctionTool] | None = None,
     ) -> None:
-        super().__init__(store)
+        super().__init__(store, attachments)
+        self.attachments = attachments
         self.settings = settings
         self.catalog = catalog
-        self.converter = WorkbenchConverter()
+        self.workspaces = workspaces
         self.tools: list[FunctionTool] = list(tools or [])
         # One response runs per thread at a time (the HTTP layer enforces it), so the thread
         # id identifies the run that a cancellation belongs to.
@@ -178,7 +183,8 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         )  # fmt: skip
         if input_user_message and await session.has_turn():
             await session.rewind()  # threads.retry_after_item: answer this message afresh
-        agent_input = await self.converter.to_agent_input(message) if message else []
+        converter = WorkbenchConverter(self.attachments, self.workspaces, context, thread.id)
+        agent_input = await converter.to_agent_input(message) if message else []
         agent_context = WorkbenchContext(thread=thread, store=self.store, request_context=context)
         result = Runner.run_streamed(
             self._agent(

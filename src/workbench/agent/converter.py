@@ -1,8 +1,19 @@
-"""ChatKit thread items -> model input: fills the hooks the SDK leaves unimplemented."""
+"""ChatKit thread items -> model input: fills the hooks the SDK leaves unimplemented.
+
+Attachments reach the model as what it can read: images as ``input_image`` (inline bytes or
+a signed URL, ``WORKBENCH_IMAGE_INPUT``), PDFs as ``input_file``, and everything else as a
+copy in the thread's workspace under ``uploads/`` with a note saying where, so
+``execute_python`` can open it. The converted input goes into the thread's transcript, so
+later turns see the same.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import os
+from pathlib import Path
 
 from agents.items import TResponseInputItem
 from chatkit.agents import ThreadItemConverter
@@ -10,21 +21,51 @@ from chatkit.types import AssistantMessageItem, Attachment, UserMessageTagConten
 from openai.types.responses import EasyInputMessageParam, ResponseInputTextParam
 from openai.types.responses.response_input_content_param import ResponseInputContentParam
 
+from workbench.context import RequestContext
+from workbench.files.attachments import WorkbenchAttachmentStore
+from workbench.files.blobs import BlobNotFoundError
+from workbench.sandbox.workspaces import Workspaces
+from workbench.widgets import format_size
+
+UPLOADS_DIR = "uploads"
+_INLINE_LIMIT = 20 * 1024 * 1024  # larger images and PDFs go to the workspace instead
+_PREVIEW_BYTES = 2000
+
 
 class WorkbenchConverter(ThreadItemConverter):
+    def __init__(
+        self,
+        attachments: WorkbenchAttachmentStore,
+        workspaces: Workspaces,
+        context: RequestContext,
+        thread_id: str,
+    ) -> None:
+        self._attachments = attachments
+        self._workspaces = workspaces
+        self._context = context
+        self._thread_id = thread_id
+
     async def attachment_to_message_content(
         self, attachment: Attachment
     ) -> ResponseInputContentParam:
-        # Until the blob store hands the model the bytes, name the file so the model can
-        # say what it cannot see instead of failing the whole turn.
-        return ResponseInputTextParam(
-            type="input_text",
-            text=f"[The user attached {attachment.name!r} ({attachment.mime_type}).]",
-        )
+        size = int((attachment.metadata or {}).get("size") or 0)
+        try:
+            if attachment.mime_type.startswith("image/") and size <= _INLINE_LIMIT:
+                return await self._image(attachment)
+            if attachment.mime_type == "application/pdf" and size <= _INLINE_LIMIT:
+                data = base64.b64encode(await self._bytes(attachment)).decode()
+                return {
+                    "type": "input_file",
+                    "filename": attachment.name,
+                    "file_data": f"data:application/pdf;base64,{data}",
+                }
+            return await self._workspace_copy(attachment, size)
+        except BlobNotFoundError:
+            return _text(f"[The user attached {attachment.name!r}, but its upload is missing.]")
 
     async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputContentParam:
         details = json.dumps(tag.data, ensure_ascii=False, default=str) if tag.data else "{}"
-        return ResponseInputTextParam(type="input_text", text=f"@{tag.text} refers to: {details}")
+        return _text(f"@{tag.text} refers to: {details}")
 
     async def assistant_message_to_input(
         self, item: AssistantMessageItem
@@ -32,3 +73,71 @@ class WorkbenchConverter(ThreadItemConverter):
         # Plain text works for every provider; `output_text` parts break Chat Completions.
         text = "".join(part.text for part in item.content)
         return EasyInputMessageParam(type="message", role="assistant", content=text)
+
+    async def _image(self, attachment: Attachment) -> ResponseInputContentParam:
+        if self._attachments.settings.image_input == "url":
+            url = self._attachments.download_url(
+                attachment.id, self._context.user_id, self._context.base_url, inline=True
+            )
+        else:
+            data = base64.b64encode(await self._bytes(attachment)).decode()
+            url = f"data:{attachment.mime_type};base64,{data}"
+        return {"type": "input_image", "detail": "auto", "image_url": url}
+
+    async def _bytes(self, attachment: Attachment) -> bytes:
+        return b"".join([chunk async for chunk in self._attachments.blobs.read(attachment.id)])
+
+    async def _workspace_copy(self, attachment: Attachment, size: int) -> ResponseInputContentParam:
+        workspace = self._workspaces.ensure(self._context.user_id, self._thread_id)
+        name, head = await self._copy_into(workspace, attachment)
+        note = (
+            f"[The user attached {attachment.name!r} ({attachment.mime_type}, "
+            f"{format_size(size)}). It is saved at /workspace/{UPLOADS_DIR}/{name}: read it "
+            "with execute_python."
+        )
+        if _looks_textual(attachment.mime_type, head):
+            preview = head.decode("utf-8", errors="replace").rsplit("\n", 1)[0]
+            note += f" Its first lines:\n{preview}"
+        return _text(note + "]")
+
+    async def _copy_into(self, workspace: Path, attachment: Attachment) -> tuple[str, bytes]:
+        """Write the attachment to ``uploads/`` without following links the sandbox planted."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        with contextlib.suppress(FileExistsError):
+            (workspace / UPLOADS_DIR).mkdir()
+        directory = os.open(workspace / UPLOADS_DIR, flags)
+        try:
+            name, fd = _exclusive(directory, attachment.name)
+            head = b""
+            with os.fdopen(fd, "wb") as file:
+                async for chunk in self._attachments.blobs.read(attachment.id):
+                    file.write(chunk)
+                    if len(head) < _PREVIEW_BYTES:
+                        head += chunk[: _PREVIEW_BYTES - len(head)]
+            return name, head
+        finally:
+            os.close(directory)
+
+
+def _exclusive(directory: int, name: str) -> tuple[str, int]:
+    """Create ``name`` (or ``name (2)``, ...) in ``directory``; never overwrite, never follow."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        stem, extension = name, ""
+    for attempt in range(1, 1000):
+        candidate = name if attempt == 1 else f"{stem} ({attempt}){dot}{extension}"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            return candidate, os.open(candidate, flags, 0o644, dir_fd=directory)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many files named like {name!r}")
+
+
+def _looks_textual(mime_type: str, head: bytes) -> bool:
+    textual = mime_type.startswith("text/") or mime_type in {"application/json", "application/xml"}
+    return textual and b"\x00" not in head
+
+
+def _text(text: str) -> ResponseInputContentParam:
+    return ResponseInputTextParam(type="input_text", text=text)

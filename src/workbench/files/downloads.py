@@ -39,7 +39,7 @@ router = APIRouter()
 
 # Served to a top-level navigation (someone opens the link), this keeps an HTML or SVG file
 # written in the workspace from running script with this origin's cookies and storage.
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
     "sandbox",
@@ -105,7 +105,7 @@ async def download_workspace_file(request: Request, thread_id: str, path: str) -
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     inline = params.get("inline") == "1" and media_type.startswith("image/")
     headers = {
-        **_SECURITY_HEADERS,
+        **SECURITY_HEADERS,
         "Content-Disposition": content_disposition(name, inline=inline),
     }
     return _OpenFileResponse(fd, media_type=media_type, headers=headers)

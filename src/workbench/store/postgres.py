@@ -265,6 +265,23 @@ class PostgresStore(Store[RequestContext]):
         if row is None:
             raise NotFoundError(f"Attachment {attachment.id} not found")
 
+    async def owner_of_attachment(self, attachment_id: str) -> str | None:
+        """Unscoped, like ``owner_of_thread``: for signed upload and download URLs only."""
+        row = await self._fetchone("SELECT owner FROM attachments WHERE id = %s", (attachment_id,))
+        return None if row is None else str(row[0])
+
+    async def delete_stale_uploads(self, older_than: timedelta) -> list[str]:
+        """Remove attachments never attached to a message; return their ids (for the blobs)."""
+        rows = await self._fetchall(
+            """
+            DELETE FROM attachments
+            WHERE thread_id IS NULL AND created_at < now() - %s
+            RETURNING id
+            """,
+            (older_than,),
+        )
+        return [row[0] for row in rows]
+
     async def load_attachment(self, attachment_id: str, context: RequestContext) -> Attachment:
         row = await self._fetchone(
             "SELECT data::text FROM attachments WHERE id = %s AND owner = %s",
