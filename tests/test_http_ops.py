@@ -19,7 +19,6 @@ from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageItem,
     ClientToolCallItem,
-    FileAttachment,
     HiddenContextItem,
     StructuredInputFreeform,
     StructuredInputItem,
