@@ -1,9 +1,9 @@
 """The bubblewrap command line a kernel runs under, and a check that it works on this host.
 
 Inside: no network (an empty network namespace), no capabilities, uid 1000, the host's system
-and Python read-only, a size-capped ``/tmp``, and only the thread's workspace writable (at
-``/workspace``). Around it: ``prlimit`` for address space and file size, and a cgroup for the
-process count where the host offers one (see ``cgroups.py``).
+and Python read-only, size-capped ``/tmp`` and ``/dev/shm``, and only those and the thread's
+workspace (at ``/workspace``) writable. Around it: ``prlimit`` for address space and file
+size, and a cgroup for the process count where the host offers one (see ``cgroups.py``).
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ def bwrap_command(
 ) -> list[str]:
     """Everything before the kernel's own argv."""
     command = [
-        "prlimit", f"--as={limits.memory_bytes}", f"--fsize={limits.max_file_bytes}",
-        f"--nproc={limits.max_processes}", "--",
-        "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
-        "--new-session", "--die-with-parent", "--uid", str(SANDBOX_UID),
+        # bwrap's --clearenv clears only the kernel's environment: bwrap itself, pid 1 inside,
+        # would keep the server's (keys, database URL) readable at /proc/1/environ.
+        "env", "-i", shutil.which("prlimit") or "prlimit", f"--as={limits.memory_bytes}",
+        f"--fsize={limits.max_file_bytes}", f"--nproc={limits.max_processes}", "--",
+        shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
+        "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID), "--hostname", "workbench", "--clearenv",
     ]  # fmt: skip
     for path in _SYSTEM_PATHS:
@@ -68,6 +70,10 @@ def bwrap_command(
     for root in python_roots():
         command += ["--ro-bind", str(root), str(root)]
     command += ["--proc", "/proc", "--dev", "/dev"]
+    # bwrap's own / and /dev are tmpfs without a size limit, writable from inside: files there
+    # are memory RLIMIT_AS does not count. Both are made read-only at the end; /dev/shm
+    # (multiprocessing's semaphores) gets a capped tmpfs of its own.
+    command += ["--size", str(limits.tmp_bytes), "--tmpfs", "/dev/shm"]
     # The tmpfs first: binds below /tmp must land on top of it, not under it.
     command += ["--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
     if matplotlib_cache is not None:
@@ -79,6 +85,8 @@ def bwrap_command(
     command += ["--bind", str(workspace), WORKSPACE, "--chdir", WORKSPACE]
     for name, value in SANDBOX_ENVIRONMENT.items():
         command += ["--setenv", name, value]
+    # Last, once every mount point exists; not recursive, so /tmp and /workspace stay writable.
+    command += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return [*command, "--"]
 
 
@@ -92,8 +100,15 @@ SANDBOX_ENVIRONMENT = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
+    # glibc reserves 64 MiB of address space per thread arena: an idle kernel's 8 threads
+    # would take ~740 MiB of RLIMIT_AS (a 512 MiB limit could not even start one), ~215 with 2.
+    "MALLOC_ARENA_MAX": "2",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "MPLCONFIGDIR": "/tmp/matplotlib",
+    # ipykernel's parent is bwrap's init, pid 1 here: it skips watching its parent (bwrap's
+    # --die-with-parent does that), and without a parent pid it prints a console banner to
+    # the server's stdout at every start.
+    "JPY_PARENT_PID": "1",
 }
 
 

@@ -10,6 +10,7 @@ without either, the rlimit is all there is (``workbench doctor`` says so).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _V2_ROOT = Path("/sys/fs/cgroup")
 _V1_PIDS_ROOT = Path("/sys/fs/cgroup/pids")
+_factories = itertools.count(1)
 
 
 class Cgroup:
@@ -52,7 +54,11 @@ class Cgroup:
 
 
 class CgroupFactory:
-    """Makes ``<hierarchy>/workbench-<pid>/<name>`` cgroups with a pids limit."""
+    """Makes ``<hierarchy>/workbench-<pid>-<n>/<name>`` cgroups with a pids limit.
+
+    One parent per factory: two in one process (two servers in a test run, ``doctor``) must
+    not share cgroups, or closing one would kill the other's kernels.
+    """
 
     def __init__(self) -> None:
         self.parent = self._make_parent()
@@ -84,7 +90,7 @@ class CgroupFactory:
 
     @staticmethod
     def _make_parent() -> Path | None:
-        name = f"workbench-{os.getpid()}"
+        name = f"workbench-{os.getpid()}-{next(_factories)}"
         candidates = []
         if (_V2_ROOT / "cgroup.controllers").exists():
             own = _own_v2_cgroup()

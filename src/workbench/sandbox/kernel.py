@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+import zmq
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
@@ -33,6 +34,14 @@ _IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _INTERRUPT_GRACE = 5.0
 _MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# Largest message part taken from a kernel: room for the largest image, base64-encoded. A
+# bigger one (``print('x' * 10**9)``) is refused by zmq before it is read into the server's
+# memory (it would be whole, however little of it is kept); the cell then ends without it.
+_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# zmq drops the connection with a refused message, and the cell's idle status may go with
+# it: a cell whose execute_reply came this long ago with the iopub silent since is over.
+_IDLE_AFTER_REPLY = 2.0
+_DROPPED_NOTE = "[output too large to receive was dropped]\n"
 
 # Run once in every kernel: DataFrames and Series also render as a small JSON table, which
 # the cell widget shows as a table preview.
@@ -66,6 +75,27 @@ def _workbench_setup():
 
 _workbench_setup()
 del _workbench_setup
+"""
+
+# Run in spare kernels while they wait for a thread: the imports most cells begin with, and
+# matplotlib's first figure, cost ~0.4 s once per kernel, better paid here than in a cell.
+# Only sys.modules changes; the user's namespace stays as it was.
+_WARM_UP = """
+def _workbench_warm_up():
+    try:
+        import io
+        import pandas
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots()
+        axes.plot([0, 1], [0, 1])
+        figure.savefig(io.BytesIO(), format="png")
+        plt.close(figure)
+    except Exception:  # not installed, out of memory: the cell will say so if it matters
+        pass
+
+_workbench_warm_up()
+del _workbench_warm_up
 """
 
 CellStatus = Literal["ok", "error", "timeout", "cpu_limit", "interrupted", "crashed"]
@@ -114,6 +144,7 @@ class Kernel:
         self._manager: AsyncKernelManager | None = None
         self._client: Any = None
         self._baseline_processes = 0
+        self._abandoned: str | None = None  # a cell whose execute was cancelled, until it ends
         self.last_used = time.monotonic()
         self.busy = False
 
@@ -145,16 +176,29 @@ class Kernel:
             argv=argv, display_name="Workbench", language="python", interrupt_mode="message"
         )
         self._manager = manager
-        await manager.start_kernel(cwd=str(self.workspace))
-        self._client = manager.client()
-        self._client.start_channels()
+        log_path = self._runtime_dir / "kernel.log"
         try:
+            # The kernel's stdout and stderr go to a file of its own, capped like any file it
+            # writes; inherited, the server's would let a cell flood or forge the server's log.
+            with log_path.open("wb") as log:
+                await manager.start_kernel(cwd=str(self.workspace), stdout=log, stderr=log)
+            self._client = manager.client()
+            # The client's own context: its options apply to the channels' sockets made next.
+            self._client.context.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE_BYTES)
+            self._client.start_channels()
             await self._client.wait_for_ready(timeout=ready_within)
             await self._run_silently(_BOOTSTRAP)
-        except Exception:
-            await self.shutdown()
+        except BaseException as error:  # cancelled too (a Stop during a cold start)
+            if not isinstance(error, asyncio.CancelledError):
+                logger.error("kernel %s did not start; its output ends:\n%s", self.name,
+                             _tail(log_path))  # fmt: skip
+            await asyncio.shield(self.shutdown())  # leave nothing behind
             raise
         self._baseline_processes = len(self._processes())
+
+    async def warm_up(self) -> None:
+        """Import the usual libraries ahead of need (for a spare kernel)."""
+        await self._run_silently(_WARM_UP)
 
     async def shutdown(self) -> None:
         """Stop the kernel and kill every process it started; never raises."""
@@ -197,11 +241,20 @@ class Kernel:
         self.last_used = started = time.monotonic()
         output = CellOutput()
         collector = _Collector(output, max_chars, self.workspace, self._next_image_name)
-        cpu_start = self._cpu_seconds()
-        message_id = self._client.execute(code, store_history=True, allow_stdin=False)
         stop_reason: CellStatus | None = None
         stop_deadline = 0.0
+        message_id: str | None = None
+        replied_at: float | None = None
         try:
+            if self._abandoned is not None:
+                await self._finish_abandoned()
+                started = time.monotonic()  # the limits are this cell's own
+            cpu_start = self._cpu_seconds()
+            # stop_on_error=False: an error must not make the kernel drop a cell sent while
+            # the erring one still ran (it would come back empty, as if it succeeded).
+            message_id = self._client.execute(
+                code, store_history=True, allow_stdin=False, stop_on_error=False
+            )
             while True:
                 now = time.monotonic()
                 if stop_reason is None:
@@ -219,11 +272,24 @@ class Kernel:
                 except queue.Empty:
                     if not await self.alive():
                         raise KernelDiedError("the Python kernel stopped unexpectedly") from None
+                    if replied_at is None:
+                        replied_at = await self._replied(message_id)
+                    elif time.monotonic() - replied_at > _IDLE_AFTER_REPLY:
+                        collector.append("stderr", _DROPPED_NOTE)
+                        await self._reconnect_iopub()
+                        break
                     continue
                 if message["parent_header"].get("msg_id") != message_id:
                     continue
                 if await collector.collect(message, on_stream):
                     break
+        except asyncio.CancelledError:
+            # Abandoned (a Stop, a disconnect): the cell must not run on in the kernel and
+            # hold up the thread's next one. The next execute makes sure it ended.
+            if message_id is not None:
+                self._abandoned = message_id
+                await asyncio.shield(self.interrupt())
+            raise
         finally:
             self.busy = False
             self.last_used = time.monotonic()
@@ -235,6 +301,55 @@ class Kernel:
             # way to be rid of them is a fresh kernel.
             raise StrayProcessesError(output)
         return output
+
+    async def _finish_abandoned(self) -> None:
+        """Wait for the cell of a cancelled ``execute`` to end, interrupting it again while it
+        runs: an interrupt that lands before the cell starts is lost."""
+        deadline = time.monotonic() + _INTERRUPT_GRACE
+        while self._abandoned is not None:
+            if time.monotonic() > deadline:
+                raise KernelStuckError("interrupted")
+            try:
+                message = await self._client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                if not await self.alive():
+                    raise KernelDiedError("the Python kernel stopped unexpectedly") from None
+                await self.interrupt()
+                continue
+            if (
+                message["parent_header"].get("msg_id") == self._abandoned
+                and message["msg_type"] == "status"
+                and message["content"].get("execution_state") == "idle"
+            ):
+                self._abandoned = None
+
+    async def _reconnect_iopub(self) -> None:
+        """A fresh iopub socket: zmq does not reconnect one it cut off for an oversized
+        message, and the kernel would go unheard from then on."""
+        channel = self._client.iopub_channel
+        channel.close()
+        channel.socket = self._client.connect_iopub()
+        # A new subscriber misses what is published before its subscription arrives: wait
+        # until the status of a kernel_info request comes through.
+        deadline = time.monotonic() + _INTERRUPT_GRACE
+        while time.monotonic() < deadline:
+            request = self._client.kernel_info()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    message = await self._client.get_iopub_msg(timeout=0.5)
+                    if message["parent_header"].get("msg_id") == request:
+                        return
+
+    async def _replied(self, message_id: str) -> float | None:
+        """Now, if the kernel's execute_reply to ``message_id`` has come (shell replies are
+        read nowhere else while a cell runs), else None."""
+        while True:
+            try:
+                reply = await self._client.get_shell_msg(timeout=0)
+            except queue.Empty:
+                return None
+            if reply["parent_header"].get("msg_id") == message_id:
+                return time.monotonic()
 
     async def _run_silently(self, code: str) -> None:
         reply = await self._client.execute_interactive(
@@ -268,6 +383,15 @@ class Kernel:
                 times = process.cpu_times()
                 total += times.user + times.system
         return total
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    try:
+        with path.open("rb") as file:
+            file.seek(max(0, path.stat().st_size - size))
+            return file.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class KernelDiedError(RuntimeError):
@@ -311,7 +435,7 @@ class _Collector:
         if kind == "status":
             return bool(content.get("execution_state") == "idle")
         if kind == "stream":
-            self._append(content.get("name", "stdout"), content.get("text", ""))
+            self.append(content.get("name", "stdout"), content.get("text", ""))
             if on_stream is not None:
                 await on_stream(content.get("name", "stdout"), content.get("text", ""))
         elif kind in {"execute_result", "display_data"}:
@@ -324,7 +448,7 @@ class _Collector:
             )
         return False
 
-    def _append(self, stream: str, text: str) -> None:
+    def append(self, stream: str, text: str) -> None:
         current = self.output.stderr if stream == "stderr" else self.output.stdout
         room = max(0, self.max_chars - len(current))
         kept, self.output.cut_characters = (

@@ -108,6 +108,11 @@ class KernelManager:
     def live_kernels(self) -> int:
         return len(self._kernels)
 
+    @property
+    def pooled_kernels(self) -> int:
+        """Spare kernels started and waiting for a thread."""
+        return len(self._spares)
+
     # -- cells --------------------------------------------------------------------------------
 
     async def run_cell(
@@ -188,7 +193,11 @@ class KernelManager:
         workspace = self.workspaces.path(*key)
         if self._spares:
             kernel = self._spares.pop()
-            await asyncio.to_thread(_adopt_workspace, kernel.workspace, workspace)
+            try:
+                await asyncio.to_thread(_adopt_workspace, kernel.workspace, workspace)
+            except BaseException:  # cancelled too: the spare is no one's now
+                await asyncio.shield(kernel.shutdown())
+                raise
             kernel.workspace = workspace
         else:
             workspace.mkdir(parents=True, exist_ok=True)
@@ -234,8 +243,13 @@ class KernelManager:
             kernel = self._new_kernel(workspace)
             try:
                 await kernel.start()
+                await kernel.warm_up()
+            except asyncio.CancelledError:  # closing
+                await asyncio.shield(kernel.shutdown())
+                raise
             except Exception:
                 logger.exception("could not start a spare kernel")
+                await kernel.shutdown()
                 shutil.rmtree(workspace, ignore_errors=True)
                 return
             if self._closing:

@@ -118,9 +118,7 @@ class PythonTool:
             await self._finish(context, cell, view)
             return str(error)
         except asyncio.CancelledError:
-            # Stop or a disconnect: interrupt the cell; the kernel and its state live on.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._kernels.interrupt(user, thread))
+            # Stop or a disconnect: the kernel interrupts the cell; it and its state live on.
             cell.view = dataclasses.replace(cell.view, status="stopped")
             raise
         view = self._final_view(code, run, context.request_context.base_url, user, thread)
@@ -158,10 +156,13 @@ class PythonTool:
             if (preview := _csv_preview(self._kernels.workspaces, user, thread, info))
         ]
         error = None
-        if output.error is not None:
+        if output.status in {"timeout", "cpu_limit", "crashed"}:
+            # Why it stopped, not the KeyboardInterrupt the interrupt raised; its traceback
+            # still shows where the cell was.
+            traceback = output.error.traceback if output.error is not None else ""
+            error = ErrorView(*_stop_reason(output, self._settings), traceback)
+        elif output.error is not None:
             error = ErrorView(output.error.name, output.error.value, output.error.traceback)
-        elif output.status in {"timeout", "cpu_limit", "crashed"}:
-            error = ErrorView(*_stop_reason(output, self._settings))
         return CellView(
             code=code,
             status=_STATUS[output.status],
@@ -234,10 +235,10 @@ def model_summary(run: CellRun, limit: int) -> str:
         parts.append(f"table shown to the user: {shape[0]} rows × {shape[1]} columns ({columns})")
     if output.images:
         parts.append("figures shown to the user: " + ", ".join(output.images))
+    if output.status in {"timeout", "cpu_limit"}:
+        parts.append("the cell was interrupted (time limit); the kernel's state was kept")
     if output.error is not None:
         parts.append(f"error: {output.error.name}: {output.error.value}\n{output.error.traceback}")
-    elif output.status in {"timeout", "cpu_limit"}:
-        parts.append("the cell was interrupted (time limit); the kernel's state was kept")
     if run.changed_files:
         listing = ", ".join(f"{f.path} ({format_size(f.size)})" for f in run.changed_files[:50])
         parts.append("files created or changed (the user has download links): " + listing)
