@@ -99,6 +99,7 @@ class CgroupFactory:
         if (_V1_PIDS_ROOT / "pids.max").exists() or (_V1_PIDS_ROOT / "cgroup.procs").exists():
             candidates.append(_V1_PIDS_ROOT)
         for base in candidates:
+            _remove_abandoned(base)
             parent = base / name
             try:
                 parent.mkdir(exist_ok=True)
@@ -112,6 +113,26 @@ class CgroupFactory:
                 with contextlib.suppress(OSError):
                     parent.rmdir()
         return None
+
+
+def _remove_abandoned(base: Path) -> None:
+    """Cgroups left by a server that died without closing them (their kernels died with it)."""
+    for stale in base.glob("workbench-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            for child in [*stale.iterdir(), stale]:
+                if child.is_dir():
+                    Cgroup(child).remove()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _own_v2_cgroup() -> Path | None:
