@@ -171,11 +171,6 @@ class KernelManager:
 
         return run
 
-    async def interrupt(self, user_id: str, thread_id: str) -> None:
-        kernel = self._kernels.get((user_id, thread_id))
-        if kernel is not None and kernel.busy:
-            await kernel.interrupt()
-
     async def forget_thread(self, user_id: str, thread_id: str) -> None:
         """The thread is gone: stop its kernel and delete its workspace."""
         key = (user_id, thread_id)
