@@ -29,6 +29,7 @@ from workbench.server import WorkbenchServer
 from workbench.sse import EventStreamResponse, error_event
 from workbench.store import DeletedThread, PostgresStore, open_database
 from workbench.store.migrations import pending_migrations
+from workbench.tools.files import FileTools
 from workbench.tools.python import PythonTool
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             app.state.attachments = attachments
             app.state.server = WorkbenchServer(
                 store, settings, models, attachments, workspaces,
-                tools=[PythonTool(kernels, signer, settings).tool()],
+                tools=[
+                    PythonTool(kernels, signer, settings).tool(),
+                    *FileTools(workspaces, signer, settings).tools(),
+                ],
             )  # fmt: skip
             try:
                 yield

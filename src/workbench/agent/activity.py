@@ -3,7 +3,9 @@
 * ``execute_python``: the code appears in the cell widget while the model is still writing
   it, fed from ``response.function_call_arguments.delta``.
 * Other function tools and the provider's hosted web and file searches become workflow tasks
-  that the user sees start and finish.
+  that the user sees start and finish — except the file tools that show a widget of their own
+  (``list_files``, ``write_file``): a widget ends the open workflow, which would save their
+  task still spinning.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from chatkit.types import (
 )
 
 from workbench.agent.context import CodeCell, WorkbenchContext
+from workbench.tools.files import WIDGET_TOOLS
 from workbench.tools.python import TOOL_NAME, new_cell_item
 from workbench.widgets import CODE_COMPONENT_ID, CellView
 
@@ -58,6 +61,8 @@ class ToolActivity:
             self._context.cells[item.call_id] = cell
             self._code_calls[item.id] = item.call_id
             await self._context.stream(ThreadItemAddedEvent(item=cell.item))
+            return
+        if item.type == "function_call" and item.name in WIDGET_TOOLS:
             return
         if item.type == "function_call":
             task: Task = CustomTask(
