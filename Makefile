@@ -39,7 +39,8 @@ migrate: install
 	$(BIN)/workbench migrate
 
 bench: install
-	$(BIN)/python bench/store.py && $(BIN)/python bench/turn.py && $(BIN)/python bench/executor.py
+	$(BIN)/python bench/store.py && $(BIN)/python bench/turn.py && $(BIN)/python bench/executor.py \
+		&& $(BIN)/python bench/upload.py
 
 # Re-resolve every dependency to its newest allowed version and record the result.
 lock:

@@ -96,8 +96,10 @@ class WorkbenchConverter(ThreadItemConverter):
             "with execute_python."
         )
         if _looks_textual(attachment.mime_type, head):
-            preview = head.decode("utf-8", errors="replace").rsplit("\n", 1)[0]
-            note += f" Its first lines:\n{preview}"
+            preview = head.decode("utf-8", errors="replace")
+            if size > len(head):  # cut off: drop the partial last line
+                preview = preview.rsplit("\n", 1)[0]
+            note += f" Its first lines:\n{preview.rstrip()}"
         return _text(note + "]")
 
     async def _copy_into(self, workspace: Path, attachment: Attachment) -> tuple[str, bytes]:

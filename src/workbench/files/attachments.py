@@ -51,6 +51,7 @@ UPLOAD_URL_TTL = 3600
 _SNIFF_BYTES = 8192
 _MAX_NAME = 200
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+_JOINERS = frozenset("\u200c\u200d")  # format characters that scripts and emoji need
 
 # Leading bytes of the binary types we accept, by MIME type.
 _MAGIC: dict[str, tuple[bytes, ...]] = {
@@ -71,12 +72,22 @@ class UploadRefusedError(ApiError):
 def sanitize_name(name: str) -> str:
     """A file name safe anywhere: no path, no control or reserved characters, bounded."""
     name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    # C1 controls, bidi overrides (a "txt.exe" shown as "exe.txt"), line separators and lone
+    # surrogates (which Postgres refuses in JSON) go the way of the ASCII controls.
+    name = "".join("\x00" if _invisible(c) else c for c in name)
     name = _UNSAFE_NAME.sub("_", name).strip(" .")
     if len(name) > _MAX_NAME:
         stem, dot, extension = name.rpartition(".")
         keep = _MAX_NAME - len(extension) - 1 if dot and len(extension) < 16 else _MAX_NAME
         name = (stem[:keep] + "." + extension) if dot and len(extension) < 16 else name[:keep]
     return name or "upload"
+
+
+def _invisible(char: str) -> bool:
+    category = unicodedata.category(char)
+    if category == "Cf":
+        return char not in _JOINERS
+    return category in {"Cc", "Cs", "Zl", "Zp"}
 
 
 class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
@@ -87,6 +98,7 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
         self.blobs = blobs
         self.signer = signer
         self.settings = settings
+        self._receiving: set[str] = set()  # two-phase uploads under way in this process
 
     # -- the SDK's AttachmentStore ------------------------------------------------------------
 
@@ -137,14 +149,24 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
         self, attachment: Attachment, chunks: AsyncIterator[bytes], context: RequestContext
     ) -> Attachment:
         """Store the bytes of a pending two-phase attachment; returns it, now uploaded."""
-        metadata = dict(attachment.metadata or {})
-        if metadata.get("state") != "pending":
+        if attachment.id in self._receiving:
             raise UploadRefusedError(
-                409, "already_uploaded", "This attachment already has its bytes."
+                409, "upload_in_progress", "This attachment's bytes are being uploaded already."
             )
-        declared = int(metadata.get("size") or 0)
-        size = await self._store_bytes(attachment.id, attachment.mime_type, chunks, declared)
-        return await self._mark_uploaded(attachment, size, context)
+        self._receiving.add(attachment.id)
+        try:
+            # Read again now that no other upload of it can start: one may just have finished.
+            attachment = await self.store.load_attachment(attachment.id, context)
+            metadata = attachment.metadata or {}
+            if metadata.get("state") != "pending":
+                raise UploadRefusedError(
+                    409, "already_uploaded", "This attachment already has its bytes."
+                )
+            declared = int(metadata.get("size") or 0)
+            size = await self._store_bytes(attachment.id, attachment.mime_type, chunks, declared)
+            return await self._mark_uploaded(attachment, size, context)
+        finally:
+            self._receiving.discard(attachment.id)
 
     async def direct_upload(
         self, name: str, mime_type: str, chunks: AsyncIterator[bytes], context: RequestContext
@@ -178,6 +200,11 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
         if size != metadata.get("size"):
             await self.blobs.delete(attachment.id)
             raise _size_mismatch(size, int(metadata.get("size") or 0))
+        try:
+            _check_content(await self._head(attachment.id), attachment.mime_type)
+        except UploadRefusedError:
+            await self.blobs.delete(attachment.id)
+            raise
         return await self._mark_uploaded(attachment, size, context)
 
     # -- checks -------------------------------------------------------------------------------
@@ -215,6 +242,19 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
             await self.blobs.delete(key)
             raise _size_mismatch(size, declared)
         return size
+
+    async def _head(self, key: str) -> bytes:
+        """The first bytes of a stored blob, for the content check."""
+        head = b""
+        body = self.blobs.read(key)
+        try:
+            async for chunk in body:
+                head += chunk
+                if len(head) >= _SNIFF_BYTES:
+                    break
+        finally:
+            await body.aclose()
+        return head[:_SNIFF_BYTES]
 
     async def _mark_uploaded(
         self, attachment: Attachment, size: int, context: RequestContext
@@ -292,7 +332,7 @@ def _check_content(head: bytes, mime_type: str) -> None:
     """The first bytes must be what the declared type says."""
     magic = _MAGIC.get(mime_type)
     looks_binary = b"\x00" in head
-    if magic is not None and head and not head.startswith(magic):
+    if magic is not None and not head.startswith(magic):  # an empty file is no PNG either
         raise UploadRefusedError(
             400, "content_mismatch",
             f"The file's bytes are not {mime_type}: it looks like something else. Check the "

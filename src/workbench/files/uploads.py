@@ -14,6 +14,7 @@ from chatkit.store import NotFoundError
 from chatkit.types import Attachment
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from workbench.context import RequestContext
@@ -185,9 +186,17 @@ class _FilePartReader:
             self._in_file = False
             self._file_done = True
 
+    def _feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as error:  # malformed, or a part's headers too long
+            raise ApiError(
+                400, "invalid_request", f"file: not a valid multipart/form-data body ({error})."
+            ) from None
+
     async def read_headers(self) -> None:
         async for chunk in self._body:
-            self._parser.write(chunk)
+            self._feed(chunk)
             if self._file_started:
                 return
         raise ApiError(400, "invalid_request", "file: the multipart body has no field 'file'.")
@@ -203,4 +212,4 @@ class _FilePartReader:
                 if not self._file_done:
                     raise ApiError(400, "invalid_request", "file: the upload ended early.")
                 return
-            self._parser.write(chunk)
+            self._feed(chunk)
