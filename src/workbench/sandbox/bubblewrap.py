@@ -67,8 +67,6 @@ def bwrap_command(
     ]  # fmt: skip
     for path in _SYSTEM_PATHS:
         command += ["--ro-bind-try", path, path]
-    for root in python_roots():
-        command += ["--ro-bind", str(root), str(root)]
     command += ["--proc", "/proc", "--dev", "/dev"]
     # bwrap's own / and /dev are tmpfs without a size limit, writable from inside: files there
     # are memory RLIMIT_AS does not count. Both are made read-only at the end; /dev/shm
@@ -76,6 +74,9 @@ def bwrap_command(
     command += ["--size", str(limits.tmp_bytes), "--tmpfs", "/dev/shm"]
     # The tmpfs first: binds below /tmp must land on top of it, not under it.
     command += ["--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    # After the tmpfs: a checkout (and its venv) under /tmp must not vanish beneath it.
+    for root in python_roots():
+        command += ["--ro-bind", str(root), str(root)]
     if matplotlib_cache is not None:
         # A writable config dir holding a prebuilt, read-only font list: without it every
         # kernel rebuilds matplotlib's font cache (~0.3 s) on first plot.
