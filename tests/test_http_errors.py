@@ -64,6 +64,10 @@ CASES = [
     Bad("empty body", b"", code="invalid_json", mentions=("empty",)),
     Bad("whitespace body", b"  \n ", code="invalid_json", mentions=("empty",)),
     Bad("not utf-8", b'{"type": "\xff\xfe"}', code="invalid_json"),
+    Bad("lone surrogate in a message",
+        b'{"type": "threads.create", "params": {"input": {"content": [{"type": "input_text", '
+        b'"text": "hi \\ud800"}], "attachments": [], "inference_options": {}}}}',
+        mentions=("surrogate",)),
     Bad("json array", js([{"type": "threads.list"}]), mentions=("JSON object",)),
     Bad("json string", js("threads.list"), mentions=("JSON object",)),
     Bad("json null", b"null", mentions=("JSON object",)),

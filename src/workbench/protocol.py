@@ -65,6 +65,16 @@ def parse_request(body: bytes) -> ChatKitReq:
         raise _too_deep() from None
     if _nested_deeper_than(data, MAX_NESTING):
         raise _too_deep()
+    try:
+        # A JSON "\ud800" escape decodes to a lone surrogate, which no database column (nor
+        # the SSE stream) can hold: the turn would fail half-way.
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "invalid_request",
+            "The request contains invalid Unicode (an unpaired surrogate escape such as "
+            "\\ud800); send UTF-8 text.",
+        ) from None  # fmt: skip
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     op = data.get("type")
