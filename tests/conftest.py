@@ -10,7 +10,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from tests.live import LiveServer, ScriptedOpenAI, started
+from tests.live import LiveServer, ScriptedOpenAI, provider_settings, running, started
 from tests.postgres_server import admin_server, throwaway_database
 from workbench.config import Settings
 from workbench.context import RequestContext
@@ -86,3 +86,13 @@ def scripted_openai() -> Iterator[ScriptedOpenAI]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as client:
         yield client
+
+
+@pytest.fixture
+def provider(
+    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI
+) -> Iterator[LiveServer]:
+    """A live server whose Responses provider is the scripted OpenAI API."""
+    settings = provider_settings(database_url, tmp_path / "data", scripted_openai)
+    with running(LiveServer(settings)) as live:
+        yield live

@@ -9,8 +9,7 @@ import gc
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -25,7 +24,6 @@ from tests.live import (
     add_message,
     create_thread,
     list_items,
-    provider_settings,
     responses_step,
     running,
     stream_events,
@@ -37,15 +35,6 @@ from workbench.config import Settings
 from workbench.server import CANCELLED_NOTE
 
 SLOW_TEXT = "Here is the first part of a long answer, streamed slowly so it can be stopped."
-
-
-@pytest.fixture
-def provider(
-    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI
-) -> Iterator[LiveServer]:
-    settings = provider_settings(database_url, tmp_path / "data", scripted_openai)
-    with running(LiveServer(settings)) as live:
-        yield live
 
 
 def recording_tool(calls: list[str]) -> FunctionTool:

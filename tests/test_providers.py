@@ -32,16 +32,6 @@ from workbench.agent.response_events import FunctionCall, Reasoning, Refusal, Te
 from workbench.config import Settings
 
 
-@pytest.fixture
-def provider(
-    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI
-) -> Iterator[LiveServer]:
-    """A live server whose Responses provider is the scripted OpenAI API."""
-    settings = provider_settings(database_url, tmp_path / "data", scripted_openai)
-    with running(LiveServer(settings)) as live:
-        yield live
-
-
 def recording_tool(calls: list[str]) -> FunctionTool:
     @function_tool
     def look_up_weather(city: str) -> str:
