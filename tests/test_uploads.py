@@ -604,7 +604,7 @@ async def test_names_of_direct_uploads_are_sanitized(
     assert response.json()["name"] == "_evil_.txt"
 
 
-async def test_an_unpaired_surrogate_in_a_name_is_not_a_server_error(
+async def test_an_unpaired_surrogate_in_a_name_is_a_clear_400(
     live: LiveServer, http: httpx.AsyncClient
 ) -> None:
     body = (
@@ -612,8 +612,9 @@ async def test_an_unpaired_surrogate_in_a_name_is_not_a_server_error(
         '"params":{"name":"a\\ud800b.txt","size":1,"mime_type":"text/plain"}}'
     )
     response = await http.post(live.url, content=body, headers={"Content-Type": "application/json"})
-    assert response.status_code == 200, response.text
-    assert response.json()["name"] == "a_b.txt"
+    # Refused up front like any lone surrogate in a request (protocol.parse_request).
+    assert response.status_code == 400, response.text
+    assert "surrogate" in response.json()["error"]["message"]
 
 
 # -- signed URLs ------------------------------------------------------------------------------
