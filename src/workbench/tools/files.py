@@ -236,6 +236,15 @@ def _open_workspace(workspace: Path) -> int:
         raise FileToolError("The workspace is empty (nothing has been written yet).") from None
 
 
+def _open_parent(workspace: Path, parts: Sequence[str], *, create: bool = False) -> int:
+    """The folder holding ``parts[-1]``, opened without following any link on the way."""
+    root = _open_workspace(workspace)
+    try:
+        return _open_folder(root, parts[:-1], create=create)
+    finally:
+        os.close(root)
+
+
 def _open_folder(root: int, parts: Sequence[str], *, create: bool = False) -> int:
     """A descriptor of the folder ``parts`` below ``root``, one component at a time.
 
@@ -458,11 +467,7 @@ def _plural(count: int, word: str) -> str:
 def read_text(workspace: Path, parts: Sequence[str]) -> TextPage:
     """The start of a text file (up to ``READ_SCAN_BYTES``) split into lines."""
     path = _joined(parts)
-    root = _open_workspace(workspace)
-    try:
-        parent = _open_folder(root, parts[:-1])
-    finally:
-        os.close(root)
+    parent = _open_parent(workspace, parts)
     try:
         try:
             fd = os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
@@ -580,11 +585,7 @@ def page_text(page: TextPage, path: str, offset: int, limit: int, max_chars: int
 def write_bytes(workspace: Path, parts: Sequence[str], data: bytes) -> bool:
     """Write ``data`` to ``parts`` atomically; True if it replaced a file."""
     path = _joined(parts)
-    root = _open_workspace(workspace)
-    try:
-        parent = _open_folder(root, parts[:-1], create=True)
-    finally:
-        os.close(root)
+    parent = _open_parent(workspace, parts, create=True)
     try:
         name = parts[-1]
         existing = _lstat(parent, name)
@@ -622,11 +623,7 @@ def write_bytes(workspace: Path, parts: Sequence[str], data: bytes) -> bool:
 def delete_entry(workspace: Path, parts: Sequence[str]) -> Entry:
     """Delete a file, a link (itself) or an empty folder; what was deleted."""
     path = _joined(parts)
-    root = _open_workspace(workspace)
-    try:
-        parent = _open_folder(root, parts[:-1])
-    finally:
-        os.close(root)
+    parent = _open_parent(workspace, parts)
     try:
         name = parts[-1]
         info = _lstat(parent, name)
