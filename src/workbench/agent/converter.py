@@ -10,7 +10,6 @@ later turns see the same.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from openai.types.responses.response_input_content_param import ResponseInputCon
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
 from workbench.files.blobs import BlobNotFoundError
-from workbench.sandbox.workspaces import Workspaces
+from workbench.sandbox.workspaces import Workspaces, create_new_file
 from workbench.widgets import format_size
 
 UPLOADS_DIR = "uploads"
@@ -62,6 +61,11 @@ class WorkbenchConverter(ThreadItemConverter):
             return await self._workspace_copy(attachment, size)
         except BlobNotFoundError:
             return _text(f"[The user attached {attachment.name!r}, but its upload is missing.]")
+        except OSError as error:  # e.g. code in the sandbox made uploads/ a link
+            return _text(
+                f"[The user attached {attachment.name!r}, but it could not be placed in the "
+                f"workspace ({error.strerror}).]"
+            )
 
     async def tag_to_message_content(self, tag: UserMessageTagContent) -> ResponseInputContentParam:
         details = json.dumps(tag.data, ensure_ascii=False, default=str) if tag.data else "{}"
@@ -103,37 +107,15 @@ class WorkbenchConverter(ThreadItemConverter):
         return _text(note + "]")
 
     async def _copy_into(self, workspace: Path, attachment: Attachment) -> tuple[str, bytes]:
-        """Write the attachment to ``uploads/`` without following links the sandbox planted."""
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-        with contextlib.suppress(FileExistsError):
-            (workspace / UPLOADS_DIR).mkdir()
-        directory = os.open(workspace / UPLOADS_DIR, flags)
-        try:
-            name, fd = _exclusive(directory, attachment.name)
-            head = b""
-            with os.fdopen(fd, "wb") as file:
-                async for chunk in self._attachments.blobs.read(attachment.id):
-                    file.write(chunk)
-                    if len(head) < _PREVIEW_BYTES:
-                        head += chunk[: _PREVIEW_BYTES - len(head)]
-            return name, head
-        finally:
-            os.close(directory)
-
-
-def _exclusive(directory: int, name: str) -> tuple[str, int]:
-    """Create ``name`` (or ``name (2)``, ...) in ``directory``; never overwrite, never follow."""
-    stem, dot, extension = name.rpartition(".")
-    if not dot:
-        stem, extension = name, ""
-    for attempt in range(1, 1000):
-        candidate = name if attempt == 1 else f"{stem} ({attempt}){dot}{extension}"
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            return candidate, os.open(candidate, flags, 0o644, dir_fd=directory)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"too many files named like {name!r}")
+        """Write the attachment into ``uploads/``; its name there and its first bytes."""
+        relative, fd = create_new_file(workspace, UPLOADS_DIR, attachment.name)
+        head = b""
+        with os.fdopen(fd, "wb") as file:
+            async for chunk in self._attachments.blobs.read(attachment.id):
+                file.write(chunk)
+                if len(head) < _PREVIEW_BYTES:
+                    head += chunk[: _PREVIEW_BYTES - len(head)]
+        return relative.removeprefix(f"{UPLOADS_DIR}/"), head
 
 
 def _looks_textual(mime_type: str, head: bytes) -> bool:

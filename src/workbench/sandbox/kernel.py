@@ -25,6 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from workbench.sandbox.bubblewrap import Limits, bwrap_command
 from workbench.sandbox.cgroups import Cgroup, CgroupFactory, join_command
+from workbench.sandbox.workspaces import create_new_file
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class Kernel:
         self.busy = True
         self.last_used = started = time.monotonic()
         output = CellOutput()
-        collector = _Collector(output, max_chars, self.workspace, self._next_image_name)
+        collector = _Collector(output, max_chars, self.workspace)
         stop_reason: CellStatus | None = None
         stop_deadline = 0.0
         message_id: str | None = None
@@ -358,9 +359,6 @@ class Kernel:
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"kernel bootstrap failed: {reply['content']}")
 
-    def _next_image_name(self, extension: str) -> str:
-        return f"{OUTPUTS_DIR}/{uuid.uuid4().hex[:16]}.{extension}"
-
     def _processes(self) -> list[psutil.Process]:
         if self._cgroup is not None:
             found = []
@@ -420,12 +418,10 @@ class _Collector:
         output: CellOutput,
         max_chars: int,
         workspace: Path,
-        image_name: Callable[[str], str],
     ) -> None:
         self.output = output
         self.max_chars = max_chars
         self.workspace = workspace
-        self.image_name = image_name
 
     async def collect(
         self, message: dict[str, Any], on_stream: Callable[[str, str], Awaitable[None]] | None
@@ -475,26 +471,11 @@ class _Collector:
         raw = payload.encode() if mime == "image/svg+xml" else base64.b64decode(payload)
         if len(raw) > _MAX_IMAGE_BYTES:
             return
-        relative = self.image_name(extension)
-        directory, name = relative.split("/")
-        # The workspace is the sandbox's to shape: never follow a link it planted, or a
-        # host-side write could land anywhere.
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
         try:
-            with contextlib.suppress(FileExistsError):
-                (self.workspace / directory).mkdir()
-            directory_fd = os.open(self.workspace / directory, flags)
-        except OSError:
-            return
-        try:
-            file_fd = os.open(
-                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                dir_fd=directory_fd,
-            )  # fmt: skip
-            with os.fdopen(file_fd, "wb") as file:
+            name = f"{uuid.uuid4().hex[:16]}.{extension}"
+            relative, fd = create_new_file(self.workspace, OUTPUTS_DIR, name)
+            with os.fdopen(fd, "wb") as file:
                 file.write(raw)
         except OSError:
-            return
-        finally:
-            os.close(directory_fd)
+            return  # a link planted in the way: the image is dropped, nothing is written
         self.output.images.append(relative)

@@ -7,6 +7,7 @@ is a hash, so a user id never becomes a path component.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -80,3 +81,30 @@ class Workspaces:
                 if len(found) >= limit:
                     return found
         return found
+
+
+def create_new_file(workspace: Path, folder: str, name: str) -> tuple[str, int]:
+    """Create ``folder/name`` in ``workspace`` (``name (2)``, ... when taken); return the
+    relative path and a write descriptor.
+
+    Host-side writes into a workspace go through here: the sandbox shapes the workspace, so
+    a link it planted as the folder or the file is never followed, and nothing is overwritten.
+    Raises OSError (the folder is a link, say).
+    """
+    with contextlib.suppress(FileExistsError):
+        (workspace / folder).mkdir()
+    directory = os.open(workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        stem, dot, extension = name.rpartition(".")
+        if not dot:
+            stem, extension = name, ""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for attempt in range(1, 1000):
+            candidate = name if attempt == 1 else f"{stem} ({attempt}){dot}{extension}"
+            try:
+                return f"{folder}/{candidate}", os.open(candidate, flags, 0o644, dir_fd=directory)
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"too many files named like {name!r} in {folder}")
+    finally:
+        os.close(directory)
