@@ -63,18 +63,7 @@ def parse_request(body: bytes) -> ChatKitReq:
     except RecursionError:
         # The decoder recurses once per level: a body of brackets would otherwise be a 500.
         raise _too_deep() from None
-    if _nested_deeper_than(data, MAX_NESTING):
-        raise _too_deep()
-    try:
-        # A JSON "\ud800" escape decodes to a lone surrogate, which no database column (nor
-        # the SSE stream) can hold: the turn would fail half-way.
-        json.dumps(data, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise ApiError(
-            400, "invalid_request",
-            "The request contains invalid Unicode (an unpaired surrogate escape such as "
-            "\\ud800); send UTF-8 text.",
-        ) from None  # fmt: skip
+    _check_values(data)
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
     op = data.get("type")
@@ -91,16 +80,41 @@ def parse_request(body: bytes) -> ChatKitReq:
         raise ApiError(400, "invalid_request", describe_validation_error(error)) from None
 
 
-def _nested_deeper_than(data: object, limit: int) -> bool:
-    level: list[Any] = [data] if isinstance(data, dict | list) else []
-    for _ in range(limit):
-        level = [
-            child
-            for node in level
-            for child in (node.values() if isinstance(node, dict) else node)
-            if isinstance(child, dict | list)
-        ]
-    return bool(level)
+def _check_values(data: object) -> None:
+    """One walk over the decoded body, level by level (no recursion to exhaust).
+
+    Nothing deeper than ``MAX_NESTING``, and no lone surrogate (what a JSON ``\\ud800``
+    escape decodes to): no database column nor the SSE stream can hold one, so the turn
+    would fail half-way.
+    """
+    level: list[Any] = [data]
+    depth = 0
+    while level:
+        children: list[Any] = []
+        for node in level:
+            if isinstance(node, str):
+                _check_text(node)
+            elif isinstance(node, dict):
+                for key in node:
+                    _check_text(key)
+                children.extend(node.values())
+            elif isinstance(node, list):
+                children.extend(node)
+        depth += 1
+        if depth >= MAX_NESTING and any(isinstance(child, dict | list) for child in children):
+            raise _too_deep()
+        level = children
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "invalid_request",
+            "The request contains invalid Unicode (an unpaired surrogate escape such as "
+            "\\ud800); send UTF-8 text.",
+        ) from None  # fmt: skip
 
 
 def _too_deep() -> ApiError:
