@@ -31,8 +31,9 @@ from tests.live import LiveServer, add_message, create_thread, running, stream_e
 from workbench.config import Settings
 from workbench.files.downloads import open_workspace_file, workspace_file_url
 from workbench.files.signing import UrlSigner
+from workbench.sandbox import manager as manager_module
 from workbench.sandbox.bubblewrap import sandbox_problem
-from workbench.sandbox.manager import CellRun, KernelManager
+from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
 from workbench.store import PostgresStore
 
@@ -718,3 +719,18 @@ async def test_abuse_over_http_leaves_the_server_healthy(
         if (parent := cgroup_parent(manager)) is not None:
             _cgroup_parents.append(parent)
     assert await eventually(lambda: not sandbox_processes(marker))
+
+
+async def test_code_is_refused_with_the_reason_when_the_sandbox_does_not_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager_module, "sandbox_problem", lambda: "`bwrap` is not installed")
+    settings = Settings(data_dir=tmp_path, kernel_pool_size=0, _env_file=None)
+    manager = KernelManager(settings, Workspaces(settings.data_dir / "workspaces"))
+    await manager.start()
+    try:
+        with pytest.raises(SandboxUnavailableError, match="bwrap. is not installed.*SANDBOX=none"):
+            await manager.run_cell(USER, THREAD, "print('never runs')")
+        assert manager.live_kernels == 0
+    finally:
+        await manager.close()
