@@ -729,7 +729,7 @@ async def test_code_is_refused_with_the_reason_when_the_sandbox_does_not_work(
     manager = KernelManager(settings, Workspaces(settings.data_dir / "workspaces"))
     await manager.start()
     try:
-        with pytest.raises(SandboxUnavailableError, match="bwrap. is not installed.*SANDBOX=none"):
+        with pytest.raises(SandboxUnavailableError, match=r"bwrap. is not installed.*SANDBOX=none"):
             await manager.run_cell(USER, THREAD, "print('never runs')")
         assert manager.live_kernels == 0
     finally:
