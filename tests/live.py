@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from workbench.agent.models import ModelCatalog
 from workbench.agent.response_events import OutputPart, Text, response_events
-from workbench.app import create_app
+from workbench.app import UVICORN_OPTIONS, create_app
 from workbench.config import Settings
 from workbench.server import WorkbenchServer
 
@@ -49,8 +49,9 @@ class _ThreadedUvicorn:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            **UVICORN_OPTIONS,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
-    from workbench.app import create_app
+    from workbench.app import UVICORN_OPTIONS, create_app
 
     settings = settings.model_copy(
         update={"host": host or settings.host, "port": settings.port if port is None else port}
@@ -82,9 +82,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
-        # Longer than browsers' and proxies' idle keep-alive, so a request never goes out on a
-        # connection the server is just closing (uvicorn's default is 5 s).
-        timeout_keep_alive=75,
+        **UVICORN_OPTIONS,
     )
     return 0
 
