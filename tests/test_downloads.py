@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from chatkit.types import ThreadMetadata
+from chatkit.types import ThreadMetadata, WidgetItem
 from starlette.requests import Request
 
 from tests.conftest import new_user
@@ -26,6 +27,7 @@ from workbench.files.downloads import open_workspace_file, workspace_file_path, 
 from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
+from workbench.widgets import FileView, file_list_widget
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -451,3 +453,37 @@ async def test_odd_bytes_are_refused_never_a_server_error(ws: Workspace) -> None
         status, headers, body = await asyncio.to_thread(raw_get, ws.live.base, target)
         assert status == expected, (target[:80], status, body[:200])
         assert headers["content-type"] == "application/json"
+
+
+async def test_saved_links_are_re_signed_when_a_thread_is_read(
+    live: LiveServer, store: PostgresStore, http: httpx.AsyncClient
+) -> None:
+    """A figure or file list saved a month ago still works: its links are signed anew."""
+    local = RequestContext(user_id=live.settings.local_user)
+    thread_id = await new_thread(store, local)
+    (workspaces(live).ensure(local.user_id, thread_id) / "report.csv").write_bytes(b"a,b\n1,2\n")
+    secret = load_or_create_secret(live.settings)
+    month_ago = UrlSigner(secret, 3600, clock=lambda: time.time() - 30 * 86400)
+    stale = workspace_file_url(month_ago, live.base, local.user_id, thread_id, "report.csv")
+    assert error_of(await http.get(stale), 403)["code"] == "link_expired"
+    widget = file_list_widget([FileView("report.csv", stale, 8)])
+    item = WidgetItem(
+        id=f"msg_{thread_id}", thread_id=thread_id, created_at=datetime.now(), widget=widget
+    )
+    await store.add_thread_item(thread_id, item, local)
+
+    for request in (
+        {"type": "items.list", "params": {"thread_id": thread_id}},
+        {"type": "threads.get_by_id", "params": {"thread_id": thread_id}},
+    ):
+        response = await http.post(live.url, json=request)
+        assert response.status_code == 200, response.text
+        assert stale not in response.text
+        links = re.findall(r"\((http://[^)\s]+)\)", response.text)
+        assert len(links) == 1, response.text
+        download = await http.get(links[0])
+        assert download.status_code == 200, download.text
+        assert download.content == b"a,b\n1,2\n"
+    # What is stored does not change: each read hands out its own expiring copy.
+    stored = await store.load_item(thread_id, item.id, local)
+    assert stale in stored.model_dump_json()

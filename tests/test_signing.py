@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -171,3 +172,48 @@ def test_download_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(public_url="chat.example.com", _env_file=None)
     with pytest.raises(ValidationError):
         Settings(download_url_ttl=0, _env_file=None)
+
+
+# -- links in saved items, re-signed as they are read --------------------------------------
+
+DOWNLOADS = ("/files/workspaces/", "/files/attachments/")
+
+
+def test_refresh_links_re_signs_our_links_wherever_they_sit() -> None:
+    clock = Clock()
+    old = signer(clock, ttl=60)
+    link = old.sign(BASE, PATH, "alice")
+    preview = old.sign(BASE, "/files/attachments/atc_1", "alice", params={"inline": "1"})
+    text = f'{{"src": "{preview}", "markdown": "[report final.csv]({link}) and {link}\\n"}}'
+    clock.now = NOW + 3600  # both expired
+
+    fresh = signer(clock).refresh_links(text, "alice", "https://new.example.com", DOWNLOADS)
+
+    assert fresh != text
+    urls = re.findall(r"https://[^\s\"()\\\\]+", fresh)
+    assert len(urls) == 3
+    for url in urls:
+        path, query = parts(url)
+        assert url.startswith("https://new.example.com/files/")
+        params = {k: v for k, v in query.items() if k not in {"exp", "sig"}}
+        status = signer(clock).check(path, "alice", query["exp"], query["sig"], params)
+        assert status is SignatureStatus.VALID, url
+        assert int(query["exp"]) == int(NOW) + 3600 + 600
+    assert "inline=1" in fresh
+    assert fresh.count("[report final.csv](https://new.example.com/") == 1
+
+
+def test_refresh_links_leaves_what_it_did_not_sign_for_this_owner() -> None:
+    clock = Clock()
+    mine = signer(clock)
+    bobs = mine.sign(BASE, PATH, "bob")
+    other_key = UrlSigner(b"t" * 32, 600, clock=clock).sign(BASE, PATH, "alice")
+    upload = mine.sign(BASE, "/files/uploads/atc_1", "alice")  # not a download: left to expire
+    valid = mine.sign(BASE, PATH, "alice")
+    tampered = valid.replace("exp=", "exp=1")
+    unsigned = f"{BASE}/files/workspaces/thr_1/a.txt"
+    elsewhere = "https://example.org/page?sig=abc&exp=1"
+    for url in (bobs, other_key, upload, tampered, unsigned, elsewhere):
+        text = f"see [it]({url}) or {url}"
+        assert mine.refresh_links(text, "alice", BASE, DOWNLOADS) == text, url
+    assert mine.refresh_links("no links at all", "alice", BASE, DOWNLOADS) == "no links at all"

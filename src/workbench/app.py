@@ -20,8 +20,9 @@ from workbench.config import Settings, load_settings
 from workbench.context import Authenticator
 from workbench.errors import ApiError, error_response
 from workbench.files import downloads, uploads
-from workbench.files.attachments import WorkbenchAttachmentStore
+from workbench.files.attachments import ATTACHMENTS_PREFIX, WorkbenchAttachmentStore
 from workbench.files.blobs import open_blob_store
+from workbench.files.downloads import WORKSPACE_FILES_PREFIX
 from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.protocol import busy_key, check_request, parse_request
 from workbench.sandbox.manager import KernelManager
@@ -36,6 +37,8 @@ from workbench.tools.python import PythonTool
 logger = logging.getLogger(__name__)
 
 _JSON_TYPES = {"application/json", ""}
+# Where the links that saved items carry lead: re-signed whenever items are read.
+_DOWNLOAD_PREFIXES = (ATTACHMENTS_PREFIX + "/", WORKSPACE_FILES_PREFIX + "/")
 
 # How uvicorn runs this app, in `workbench serve` and in the tests alike.
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -129,7 +132,12 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
         except ValueError as error:
             raise ApiError(400, "invalid_request", str(error)) from None
         if not isinstance(result, StreamingResult):
-            return Response(result.json, media_type="application/json")
+            # Saved items carry signed links (figures, file lists, previews): fresh ones.
+            signer: UrlSigner = request.app.state.signer
+            body = signer.refresh_links(
+                result.json.decode(), context.user_id, context.base_url, _DOWNLOAD_PREFIXES
+            )
+            return Response(body, media_type="application/json")
         if thread_id is not None:
             busy_threads.add(thread_id)
         return EventStreamResponse(result, on_close=lambda: busy_threads.discard(thread_id or ""))

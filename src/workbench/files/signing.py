@@ -21,9 +21,9 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from workbench.config import Settings
 
@@ -35,6 +35,8 @@ RESERVED_PARAMS = frozenset({"exp", "sig"})
 # Anything longer than 12 digits is past the year 33000: not an expiry we ever sign.
 _EXPIRY = re.compile(r"[0-9]{1,12}")
 _FORMAT_VERSION = "v1"
+# A URL inside JSON, Markdown or text: our signed URLs escape every delimiter (quote()).
+_URL = re.compile(r"""https?://[^\s"'<>()\\]+""")
 
 
 class SignatureStatus(enum.Enum):
@@ -113,6 +115,32 @@ class UrlSigner:
         params: Mapping[str, str] | None = None,
     ) -> bool:
         return self.check(path, owner, exp, sig, params) is SignatureStatus.VALID
+
+    def refresh_links(self, text: str, owner: str, base_url: str, prefixes: Iterable[str]) -> str:
+        """``text`` with each link we signed for ``owner`` under ``prefixes`` signed anew.
+
+        Links live on in saved items (figures, file lists, image previews): re-signed as a
+        thread is read, they keep working as long as what they point to exists, while each
+        copy handed out still expires. A link that another user or key signed, or that was
+        tampered with, stays as it is (and keeps failing).
+        """
+        starts = tuple(prefixes)
+        if "sig=" not in text:
+            return text
+
+        def refresh(match: re.Match[str]) -> str:
+            url = match.group()
+            split = urlsplit(url)
+            path = unquote(split.path)
+            if not path.startswith(starts):
+                return url
+            params = dict(parse_qsl(split.query, keep_blank_values=True))
+            exp, sig = params.pop("exp", None), params.pop("sig", None)
+            if self.check(path, owner, exp, sig, params) is SignatureStatus.INVALID:
+                return url
+            return self.sign(base_url, path, owner, params=params)
+
+        return _URL.sub(refresh, text)
 
     def _mac(self, path: str, owner: str, exp: str, params: dict[str, str]) -> str:
         # JSON keeps the fields apart unambiguously (a path may contain any separator).
