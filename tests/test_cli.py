@@ -99,3 +99,13 @@ async def test_max_turns_is_a_readable_error(
     errors = [e for e in events if e.type == "error"]
     assert len(errors) == 1
     assert "stopped after 2 steps" in (errors[0].message or "")
+
+
+async def test_a_setting_out_of_range_is_refused_with_its_name(tmp_path: Path) -> None:
+    code, output = await workbench(
+        "doctor", WORKBENCH_DATA_DIR=str(tmp_path), WORKBENCH_SANDBOX_MEMORY_MB="256"
+    )
+    assert code == 2
+    assert "invalid settings" in output
+    assert "sandbox_memory_mb" in output
+    assert "512" in output

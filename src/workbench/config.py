@@ -151,7 +151,9 @@ class Settings(BaseSettings):
         default="bubblewrap",
         description="'none' runs kernels unsandboxed: only for trusted single-user setups.",
     )
-    sandbox_memory_mb: int = Field(default=2048, ge=128, description="Address space per kernel.")
+    # A kernel with numpy, pandas and matplotlib loaded maps about 410 MiB: below 512 the
+    # libraries the model is promised would fail to import.
+    sandbox_memory_mb: int = Field(default=2048, ge=512, description="Address space per kernel.")
     sandbox_max_processes: int = Field(default=64, ge=8, description="Processes per kernel.")
     sandbox_tmp_mb: int = Field(default=256, ge=8, description="Size of /tmp and of /dev/shm.")
     sandbox_max_file_mb: int = Field(default=512, ge=1, description="Largest file a cell writes.")
