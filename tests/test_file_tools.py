@@ -475,6 +475,21 @@ async def test_write_file_respects_a_smaller_sandbox_file_limit(h: Harness, tmp_
     assert "at most 1.0 MB" in result
 
 
+async def test_write_file_keeps_the_workspace_within_its_quota(h: Harness, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", workspace_quota_mb=2)
+    tools = FileTools(h.workspaces, h.signer, settings)
+    h.write("old.bin", os.urandom(1024 * 1024 + 512 * 1024))  # 1.5 of its 2 MB
+
+    refused = await tools.write_file(h.context, "more.txt", "x" * (600 * 1024))
+    assert refused.startswith("The workspace uses 1.5 MB of its 2.0 MB; writing")
+    assert "Delete files that are no longer needed first." in refused
+    assert not (h.ws / "more.txt").exists()
+
+    assert (await tools.write_file(h.context, "small.txt", "x" * 1000)).startswith("Created")
+    assert "Deleted" in await tools.delete_file(h.context, "old.bin")
+    assert (await tools.write_file(h.context, "more.txt", "x" * (600 * 1024))).startswith("Created")
+
+
 # -- delete_file -----------------------------------------------------------------------------
 
 

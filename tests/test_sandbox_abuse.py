@@ -549,6 +549,38 @@ print(json.dumps(result))
     await still_works(manager)
 
 
+async def test_a_cell_that_fills_the_workspace_is_stopped_at_its_quota(
+    sandbox: MakeManager,
+) -> None:
+    manager = await sandbox(workspace_quota_mb=20, sandbox_max_file_mb=8)
+    workspace = manager.workspaces.path(USER, THREAD)
+    await manager.run_cell(USER, THREAD, "x = 'kept'")
+    fill = _IN_SANDBOX + (
+        "import time\n"
+        "for i in range(100_000):\n"
+        "    with open(f'/workspace/fill{i}.bin', 'wb') as file:\n"
+        "        file.write(b'\\1' * 2**21)\n"
+        "    time.sleep(0.01)\n"
+    )
+
+    run = await manager.run_cell(USER, THREAD, fill)
+
+    assert run.output.status == "disk_quota", (run.output.status, run.output.error)
+    written = sum(path.stat().st_size for path in workspace.glob("fill*.bin"))
+    # Stopped within a few polls of passing 20 MB, not after 200 GB.
+    assert 20 * MB < written < 400 * MB, written
+    # Over its quota, the workspace still runs cells that do not grow it: to clean up.
+    kept = await manager.run_cell(USER, THREAD, "print(x)")
+    assert (kept.output.status, kept.output.stdout.strip()) == ("ok", "kept")
+    cleanup = "import glob, os\nfor name in glob.glob('/workspace/fill*'): os.remove(name)"
+    assert (await manager.run_cell(USER, THREAD, cleanup)).output.status == "ok"
+    small = await manager.run_cell(
+        USER, THREAD, "open('/workspace/a.bin', 'wb').write(b'1' * 2**20)"
+    )
+    assert small.output.status == "ok"
+    await still_works(manager)
+
+
 # -- killing things from inside ------------------------------------------------------------
 
 

@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     sandbox_max_processes: int = Field(default=64, ge=8, description="Processes per kernel.")
     sandbox_tmp_mb: int = Field(default=256, ge=8, description="Size of /tmp and of /dev/shm.")
     sandbox_max_file_mb: int = Field(default=512, ge=1, description="Largest file a cell writes.")
+    workspace_quota_mb: int = Field(
+        default=2048, ge=1, description="Disk space one thread's workspace may take."
+    )
     sandbox_cpu_seconds: float = Field(default=120.0, gt=0, description="CPU time per cell.")
     sandbox_timeout: float = Field(default=120.0, gt=0, description="Wall-clock time per cell.")
     kernel_idle_seconds: float = Field(

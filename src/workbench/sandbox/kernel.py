@@ -99,7 +99,7 @@ _workbench_warm_up()
 del _workbench_warm_up
 """
 
-CellStatus = Literal["ok", "error", "timeout", "cpu_limit", "interrupted", "crashed"]
+CellStatus = Literal["ok", "error", "timeout", "cpu_limit", "disk_quota", "interrupted", "crashed"]
 
 
 @dataclass
@@ -232,8 +232,10 @@ class Kernel:
         cpu_seconds: float,
         max_chars: int,
         on_stream: Callable[[str, str], Awaitable[None]] | None = None,
+        stop_when: Callable[[], CellStatus | None] = lambda: None,
     ) -> CellOutput:
-        """Run ``code``; on timeout or CPU overrun interrupt it and keep the kernel's state.
+        """Run ``code``; on timeout, CPU overrun or ``stop_when()`` giving a reason, interrupt
+        it and keep the kernel's state.
 
         Raises KernelDiedError when the kernel is gone (crashed, or killed from inside).
         """
@@ -263,6 +265,8 @@ class Kernel:
                         stop_reason = "timeout"
                     elif self._cpu_seconds() - cpu_start > cpu_seconds:
                         stop_reason = "cpu_limit"
+                    else:
+                        stop_reason = stop_when()
                     if stop_reason is not None:
                         await self.interrupt()
                         stop_deadline = now + _INTERRUPT_GRACE

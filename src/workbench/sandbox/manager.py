@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,16 +30,18 @@ from workbench.sandbox.bubblewrap import Limits, sandbox_problem
 from workbench.sandbox.cgroups import CgroupFactory
 from workbench.sandbox.kernel import (
     CellOutput,
+    CellStatus,
     Kernel,
     KernelDiedError,
     KernelStuckError,
     StrayProcessesError,
 )
-from workbench.sandbox.workspaces import FileInfo, Workspaces
+from workbench.sandbox.workspaces import FileInfo, Workspaces, disk_usage
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (user id, thread id)
+_QUOTA_POLL_SECONDS = 0.25
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -152,12 +154,14 @@ class KernelManager:
     def _execute(self, key: Key, kernel: Kernel) -> Callable[[str], Awaitable[CellOutput]]:
         async def run(code: str) -> CellOutput:
             try:
-                return await kernel.execute(
-                    code,
-                    time_limit=self.settings.sandbox_timeout,
-                    cpu_seconds=self.settings.sandbox_cpu_seconds,
-                    max_chars=self.settings.tool_output_chars * 4,
-                )
+                async with self._quota_watch(kernel.workspace) as over_quota:
+                    return await kernel.execute(
+                        code,
+                        time_limit=self.settings.sandbox_timeout,
+                        cpu_seconds=self.settings.sandbox_cpu_seconds,
+                        max_chars=self.settings.tool_output_chars * 4,
+                        stop_when=over_quota,
+                    )
             except KernelDiedError:
                 await self._retire(key, "the Python kernel stopped unexpectedly")
                 return CellOutput(status="crashed", kernel_restarted=True)
@@ -170,6 +174,37 @@ class KernelManager:
                 return strays.output
 
         return run
+
+    @contextlib.asynccontextmanager
+    async def _quota_watch(self, workspace: Path) -> AsyncIterator[Callable[[], CellStatus | None]]:
+        """While a cell runs, whether it has grown the workspace past its quota.
+
+        The file system has no per-folder limit, so usage is measured a few times a second
+        (less often when the walk itself is slow): a cell that writes fast overshoots by what
+        it writes in that time, within RLIMIT_FSIZE per file. A workspace already over its
+        quota (uploads count too) may run cells that do not grow it, to clean up, say.
+        """
+        quota = self.settings.workspace_quota_mb * 1024 * 1024
+        exceeded = False
+
+        async def watch() -> None:
+            nonlocal exceeded
+            allowed: int | None = None
+            while not exceeded:
+                began = time.monotonic()
+                used = await asyncio.to_thread(disk_usage, workspace)
+                if allowed is None:
+                    allowed = max(quota, used)
+                exceeded = used > allowed
+                await asyncio.sleep(max(_QUOTA_POLL_SECONDS, 4 * (time.monotonic() - began)))
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            yield lambda: "disk_quota" if exceeded else None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     async def forget_thread(self, user_id: str, thread_id: str) -> None:
         """The thread is gone: stop its kernel and delete its workspace."""

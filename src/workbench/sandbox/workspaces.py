@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+_BLOCK = 4096
+
 
 class PathOutsideWorkspaceError(ValueError):
     pass
@@ -81,6 +83,27 @@ class Workspaces:
                 if len(found) >= limit:
                     return found
         return found
+
+
+def disk_usage(workspace: Path) -> int:
+    """Bytes that everything under ``workspace`` takes on disk, links not followed.
+
+    Each entry counts at least one block, so a flood of empty files counts too; hidden
+    folders (``.outputs``, a virtualenv) count like any other.
+    """
+    total = 0
+    folders = [workspace]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):  # gone since it was listed
+                        total += max(entry.stat(follow_symlinks=False).st_blocks * 512, _BLOCK)
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(Path(entry.path))
+        except OSError:
+            continue
+    return total
 
 
 def create_new_file(workspace: Path, folder: str, name: str) -> tuple[str, int]:

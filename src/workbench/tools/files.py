@@ -55,7 +55,7 @@ from workbench.agent.context import WorkbenchContext
 from workbench.config import Settings
 from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
-from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
+from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces, disk_usage
 from workbench.widgets import FileView, file_list_widget, format_size
 
 LIST_FILES = "list_files"
@@ -582,6 +582,18 @@ def page_text(page: TextPage, path: str, offset: int, limit: int, max_chars: int
 # -- write ---------------------------------------------------------------------------------
 
 
+def write_within_quota(workspace: Path, parts: Sequence[str], data: bytes, quota: int) -> bool:
+    """``write_bytes``, unless the workspace would then take more than ``quota`` bytes."""
+    used = disk_usage(workspace)
+    if used + len(data) > quota:
+        raise FileToolError(
+            f"The workspace uses {format_size(used)} of its {format_size(quota)}; writing "
+            f"{format_size(len(data))} more would pass that. Delete files that are no longer "
+            "needed first."
+        )
+    return write_bytes(workspace, parts, data)
+
+
 def write_bytes(workspace: Path, parts: Sequence[str], data: bytes) -> bool:
     """Write ``data`` to ``parts`` atomically; True if it replaced a file."""
     path = _joined(parts)
@@ -763,7 +775,10 @@ class FileTools:
                     f"The content is {format_size(len(data))}; write_file writes at most "
                     f"{format_size(self.write_limit)}. Write large files with execute_python."
                 )
-            replaced = await self._on_disk(context, "write", path, write_bytes, parts, data)
+            quota = self._settings.workspace_quota_mb * 1024 * 1024
+            replaced = await self._on_disk(
+                context, "write", path, write_within_quota, parts, data, quota
+            )
         except FileToolError as error:
             return str(error)
         relative = _joined(parts)

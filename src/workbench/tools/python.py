@@ -50,7 +50,7 @@ _CSV_PREVIEW_BYTES = 64 * 1024
 _CODE_ON_SCREEN_WITHIN = 10.0  # seconds a cell waits for its code to reach the user
 _STATUS: dict[str, CellStatus] = {
     "ok": "done", "error": "error", "timeout": "timed_out", "cpu_limit": "timed_out",
-    "interrupted": "stopped", "crashed": "error",
+    "disk_quota": "error", "interrupted": "stopped", "crashed": "error",
 }  # fmt: skip
 _DESCRIPTION = """Run Python code in this conversation's own Jupyter kernel and return its output.
 
@@ -156,7 +156,7 @@ class PythonTool:
             if (preview := _csv_preview(self._kernels.workspaces, user, thread, info))
         ]
         error = None
-        if output.status in {"timeout", "cpu_limit", "crashed"}:
+        if output.status in {"timeout", "cpu_limit", "disk_quota", "crashed"}:
             # Why it stopped, not the KeyboardInterrupt the interrupt raised; its traceback
             # still shows where the cell was.
             traceback = output.error.traceback if output.error is not None else ""
@@ -209,6 +209,11 @@ def _stop_reason(output: CellOutput, settings: Settings) -> tuple[str, str]:
             return "Timeout", f"The cell ran longer than {settings.sandbox_timeout:g} s."
         case "cpu_limit":
             return "CPU limit", f"The cell used more than {settings.sandbox_cpu_seconds:g} s CPU."
+        case "disk_quota":
+            return "Disk quota", (
+                f"The workspace passed its {settings.workspace_quota_mb} MB quota, so the cell "
+                "was stopped. Delete files that are no longer needed."
+            )
         case _:
             return "Kernel crashed", "The Python kernel stopped (out of memory?)."
 
@@ -237,6 +242,11 @@ def model_summary(run: CellRun, limit: int) -> str:
         parts.append("figures shown to the user: " + ", ".join(output.images))
     if output.status in {"timeout", "cpu_limit"}:
         parts.append("the cell was interrupted (time limit); the kernel's state was kept")
+    if output.status == "disk_quota":
+        parts.append(
+            "the cell was interrupted: the workspace passed its disk quota. The kernel's state "
+            "was kept; delete files that are no longer needed before writing more"
+        )
     if output.error is not None:
         parts.append(f"error: {output.error.name}: {output.error.value}\n{output.error.traceback}")
     if run.changed_files:
