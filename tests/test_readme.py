@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.live import LiveServer
+from workbench.config import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -42,3 +43,14 @@ def test_every_curl_example_runs(live: LiveServer) -> None:
     }  # fmt: skip
     assert any(body.get("title") == "Renamed" for body in json_bodies)
     assert json_bodies[-1] == {}  # threads.delete
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README.read_text(), re.MULTILINE))
+    names = set()
+    for name, field in Settings.model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None)
+        names.add(str(aliases[0]) if aliases else f"WORKBENCH_{name.upper()}")
+    assert names - documented == set(), "settings missing from the README"
+    test_only = {"WORKBENCH_TEST_ADMIN_URL"}  # read by the tests, not the server
+    assert documented - names - test_only == set(), "README rows for settings that do not exist"
