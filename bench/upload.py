@@ -54,8 +54,8 @@ import uvicorn
 from tests.live import free_port
 from tests.postgres_server import admin_server, throwaway_database
 
-from workbench.app import UVICORN_OPTIONS
 from workbench.files.blobs import LocalBlobStore
+from workbench.serving import UVICORN_OPTIONS
 
 SIZE = 200 * 1024 * 1024
 CHUNK = 1024 * 1024

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -32,9 +33,10 @@ from starlette.routing import Route
 
 from workbench.agent.models import ModelCatalog
 from workbench.agent.response_events import OutputPart, Text, response_events
-from workbench.app import UVICORN_OPTIONS, create_app
+from workbench.app import create_app
 from workbench.config import Settings
 from workbench.server import WorkbenchServer
+from workbench.serving import UVICORN_OPTIONS
 
 EVENT = TypeAdapter[ThreadStreamEvent](ThreadStreamEvent)
 
@@ -352,3 +354,14 @@ def provider_settings(
     else:
         options.update(openai_api_key="sk-test", openai_base_url=scripted.base_url)
     return Settings(**options, **overrides)
+
+
+def peak_rss_reset() -> None:
+    """Reset this process's VmHWM (peak resident set), so a later read is this test's peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    assert found is not None
+    return int(found.group(1)) * 1024

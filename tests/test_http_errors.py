@@ -6,8 +6,11 @@ One live server serves every malformed request in this module, so a request that
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +20,16 @@ import httpx
 import pytest
 from chatkit.types import InferenceOptions, ThreadMetadata, UserMessageItem, UserMessageTextContent
 
-from tests.live import LiveServer, add_message, create_thread, started, stream_events, user_input
+from tests.live import (
+    LiveServer,
+    add_message,
+    create_thread,
+    peak_rss,
+    peak_rss_reset,
+    started,
+    stream_events,
+    user_input,
+)
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.protocol import MAX_NESTING
@@ -346,3 +358,37 @@ async def test_tag_without_data_is_tolerated(
     saved = await store.load_item(question.thread_id, question.id, user)
     assert isinstance(saved, UserMessageItem)
     assert saved.content[1].type == "input_tag"
+
+
+def _raw_request(server: LiveServer, head: bytes, header_bytes: int) -> bytes:
+    """Send ``head`` then an ``X-Pad`` header of ``header_bytes``; the answer, as bytes."""
+    host, port = server.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + b"X-Pad: ")
+        with contextlib.suppress(OSError):  # the server may hang up mid-send: that is fine
+            for offset in range(0, header_bytes, 64 * 1024):
+                sock.sendall(b"a" * min(64 * 1024, header_bytes - offset))
+            sock.sendall(b"\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+
+async def test_a_huge_request_head_is_refused_without_being_held(server: LiveServer) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    peak_rss_reset()
+    before = peak_rss()
+
+    answer = await asyncio.to_thread(_raw_request, server, head, 64 * 1024 * 1024)
+
+    assert peak_rss() - before < 16 * 1024 * 1024
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "headers_too_large"
+    assert "64 KiB" in body["error"]["message"]
+    # A big but reasonable head (cookies, a long token) is fine.
+    answer = await asyncio.to_thread(_raw_request, server, head, 40 * 1024)
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]

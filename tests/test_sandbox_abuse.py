@@ -27,7 +27,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.live import LiveServer, add_message, create_thread, running, stream_events
+from tests.live import (
+    LiveServer,
+    add_message,
+    create_thread,
+    peak_rss,
+    peak_rss_reset,
+    running,
+    stream_events,
+)
 from workbench.config import Settings
 from workbench.files.downloads import open_workspace_file, workspace_file_url
 from workbench.files.signing import UrlSigner
@@ -132,17 +140,6 @@ def exists(path: str) -> bool:
 def json_out(run: CellRun) -> Any:
     assert run.output.status == "ok", (run.output.status, run.output.error, run.output.stderr)
     return json.loads(run.output.stdout.strip().splitlines()[-1])
-
-
-def peak_rss_reset() -> None:
-    """Reset this process's VmHWM (peak resident set), so a later read is this test's peak."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss() -> int:
-    found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    assert found is not None
-    return int(found.group(1)) * 1024
 
 
 async def still_works(manager: KernelManager, thread: str = THREAD) -> CellRun:

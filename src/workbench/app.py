@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from chatkit.server import StreamingResult
 from chatkit.store import NotFoundError
@@ -39,18 +38,6 @@ logger = logging.getLogger(__name__)
 _JSON_TYPES = {"application/json", ""}
 # Where the links that saved items carry lead: re-signed whenever items are read.
 _DOWNLOAD_PREFIXES = (ATTACHMENTS_PREFIX + "/", WORKSPACE_FILES_PREFIX + "/")
-
-# How uvicorn runs this app, in `workbench serve` and in the tests alike.
-UVICORN_OPTIONS: dict[str, Any] = {
-    # The C parser: uploads arrive about a third faster than through pure-Python h11.
-    "http": "httptools",
-    # The standard loop, not whatever "auto" finds installed: the kernels' zmq sockets and
-    # every test run on it.
-    "loop": "asyncio",
-    # Longer than browsers' and proxies' idle keep-alive, so a request never goes out on a
-    # connection the server is just closing (uvicorn's default is 5 s).
-    "timeout_keep_alive": 75,
-}
 
 
 def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = None) -> FastAPI:

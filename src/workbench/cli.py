@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
-    from workbench.app import UVICORN_OPTIONS, create_app
+    from workbench.app import create_app
+    from workbench.serving import UVICORN_OPTIONS
 
     settings = settings.model_copy(
         update={"host": host or settings.host, "port": settings.port if port is None else port}
