@@ -30,10 +30,15 @@ from tests.live import (
 from workbench.agent.demo import PYTHON_TOOL
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
-from workbench.files.attachments import WorkbenchAttachmentStore, sanitize_name
+from workbench.files.attachments import (
+    ATTACHMENTS_PREFIX,
+    WorkbenchAttachmentStore,
+    sanitize_name,
+)
 from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.workspaces import Workspaces
+from workbench.store import PostgresStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # binary, NULs included
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n"
@@ -838,12 +843,18 @@ async def test_an_image_reaches_the_model_as_a_data_url(
 
 
 async def test_an_image_reaches_the_model_as_a_signed_url(
-    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+    database_url: str,
+    tmp_path: Path,
+    scripted_openai: ScriptedOpenAI,
+    http: httpx.AsyncClient,
+    store: PostgresStore,
 ) -> None:
     settings = provider_settings(
         database_url, tmp_path / "data", scripted_openai, image_input="url"
     )
-    scripted_openai.script(responses_step([Text("A chart.")]), title_step("Chart"))
+    scripted_openai.script(
+        responses_step([Text("A chart.")]), title_step("Chart"), responses_step([Text("Yes.")])
+    )
     with running(LiveServer(settings)) as live:
         image = await two_phase(http, live, "chart.png", PNG, "image/png")
         events = await stream_events(http, live.url, create_with("What is this?", image["id"]))
@@ -856,6 +867,30 @@ async def test_an_image_reaches_the_model_as_a_signed_url(
         response = await http.get(url)
         assert response.status_code == 200
         assert response.content == PNG and response.headers["content-type"] == "image/png"
+
+        # A month on, the link in the transcript has expired; the next turn sends a fresh one.
+        thread_id = events[0].thread.id
+        month_ago = UrlSigner(
+            load_or_create_secret(live.settings), 3600, clock=lambda: time.time() - 30 * 86400
+        )
+        stale_url = month_ago.sign(
+            live.base, f"{ATTACHMENTS_PREFIX}/{image['id']}", live.settings.local_user,
+            params={"inline": "1"},
+        )  # fmt: skip
+        assert (await http.get(stale_url)).status_code == 403
+        async with store.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE agent_transcript SET data = replace(data::text, %s, %s)::jsonb"
+                " WHERE thread_id = %s",
+                (url, stale_url, thread_id),
+            )
+        no_errors(await stream_events(http, live.url, add_with(thread_id, "Sure?")))
+        [again] = [
+            p for p in user_contents(scripted_openai.streamed[1]) if p["type"] == "input_image"
+        ]
+        assert again["image_url"] != stale_url
+        response = await http.get(again["image_url"])
+        assert response.status_code == 200 and response.content == PNG
 
 
 async def test_a_pdf_reaches_the_model_as_input_file(

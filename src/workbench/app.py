@@ -19,9 +19,9 @@ from workbench.config import Settings, load_settings
 from workbench.context import Authenticator
 from workbench.errors import ApiError, error_response
 from workbench.files import downloads, uploads
-from workbench.files.attachments import ATTACHMENTS_PREFIX, WorkbenchAttachmentStore
+from workbench.files.attachments import WorkbenchAttachmentStore
 from workbench.files.blobs import open_blob_store
-from workbench.files.downloads import WORKSPACE_FILES_PREFIX
+from workbench.files.downloads import refresh_download_links
 from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.protocol import busy_key, check_request, parse_request
 from workbench.sandbox.manager import KernelManager
@@ -36,8 +36,6 @@ from workbench.tools.python import PythonTool
 logger = logging.getLogger(__name__)
 
 _JSON_TYPES = {"application/json", ""}
-# Where the links that saved items carry lead: re-signed whenever items are read.
-_DOWNLOAD_PREFIXES = (ATTACHMENTS_PREFIX + "/", WORKSPACE_FILES_PREFIX + "/")
 
 
 def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = None) -> FastAPI:
@@ -120,10 +118,7 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             raise ApiError(400, "invalid_request", str(error)) from None
         if not isinstance(result, StreamingResult):
             # Saved items carry signed links (figures, file lists, previews): fresh ones.
-            signer: UrlSigner = request.app.state.signer
-            body = signer.refresh_links(
-                result.json.decode(), context.user_id, context.base_url, _DOWNLOAD_PREFIXES
-            )
+            body = refresh_download_links(request.app.state.signer, result.json.decode(), context)
             return Response(body, media_type="application/json")
         if thread_id is not None:
             busy_threads.add(thread_id)

@@ -56,6 +56,7 @@ from workbench.agent.titles import make_title
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
+from workbench.files.downloads import refresh_download_links
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
 from workbench.tools.python import stopped_cell
@@ -180,6 +181,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         session = TranscriptSession(
             self.store.pool, thread.id, context.user_id, turn=message.id if message else thread.id,
             max_items=self.settings.history_max_items,
+            refresh_links=lambda text: refresh_download_links(
+                self.attachments.signer, text, context
+            ),
         )  # fmt: skip
         if input_user_message and await session.has_turn():
             await session.rewind()  # threads.retry_after_item: answer this message afresh

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from agents.items import TResponseInputItem
@@ -23,9 +25,16 @@ class TranscriptSession:
     session_settings: SessionSettings | None = None
 
     def __init__(
-        self, pool: AsyncConnectionPool, thread_id: str, owner: str, turn: str, max_items: int
+        self,
+        pool: AsyncConnectionPool,
+        thread_id: str,
+        owner: str,
+        turn: str,
+        max_items: int,
+        refresh_links: Callable[[str], str] = lambda text: text,
     ) -> None:
         self._pool = pool
+        self._refresh_links = refresh_links
         self.session_id = thread_id
         self._owner = owner
         self._turn = turn
@@ -36,13 +45,15 @@ class TranscriptSession:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 """
-                SELECT data FROM agent_transcript
+                SELECT data::text FROM agent_transcript
                 WHERE thread_id = %s AND owner = %s ORDER BY seq DESC LIMIT %s
                 """,
                 (self.session_id, self._owner, budget),
             )
             newest_first = [row[0] for row in await cursor.fetchall()]
-        items = newest_first[::-1]
+        # Signed links in earlier turns (an image the model fetches, a file it was shown)
+        # would expire; the model gets fresh ones.
+        items = [json.loads(self._refresh_links(text)) for text in reversed(newest_first)]
         if len(items) == budget:
             items = _from_first_user_message(items)
         return items

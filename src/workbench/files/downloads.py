@@ -28,7 +28,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from workbench.context import RequestContext
 from workbench.errors import ApiError
+from workbench.files.attachments import ATTACHMENTS_PREFIX
 from workbench.files.signing import RESERVED_PARAMS, SignatureStatus, UrlSigner
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
 from workbench.store import PostgresStore
@@ -70,6 +72,16 @@ def workspace_file_url(
     """
     params = {"inline": "1"} if inline else None
     return signer.sign(base_url, workspace_file_path(thread_id, relative), owner, params=params)
+
+
+def refresh_download_links(signer: UrlSigner, text: str, context: RequestContext) -> str:
+    """``text`` with each download link signed for the context's user signed anew.
+
+    Saved items (figures, file lists, image previews) and the model's transcript keep links
+    that would otherwise expire: each read hands out fresh ones, while what is stored stays.
+    """
+    prefixes = (f"{ATTACHMENTS_PREFIX}/", f"{WORKSPACE_FILES_PREFIX}/")
+    return signer.refresh_links(text, context.user_id, context.base_url, prefixes)
 
 
 @router.api_route(WORKSPACE_FILES_PREFIX + "/{thread_id}/{path:path}", methods=["GET", "HEAD"])
