@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aiobotocore.session import get_session
 from moto.server import ThreadedMotoServer
+from pydantic import ValidationError
 
 from tests.live import (
     LiveServer,
@@ -155,10 +156,17 @@ async def test_two_phase_goes_straight_to_the_bucket_and_the_model_gets_it(
         response = await presigned_put(http, created, PNG)
 
         assert response.status_code == 200, response.text
-        assert await bucket.get(f"uploads/{created['id']}") == PNG
-        assert (await bucket.head(f"uploads/{created['id']}"))["ContentType"] == "image/png"
+        staged, final = f"uploads/incoming/{created['id']}", f"uploads/{created['id']}"
+        assert await bucket.keys() == [staged]
         events = await stream_events(http, live.url, create_with("What is it?", created["id"]))
         no_errors(events)
+        # Confirmed: moved out of the presigned URL's reach, so bytes PUT there later (it
+        # stays valid until it expires) never replace what was checked.
+        assert await bucket.keys() == [final]
+        assert await bucket.get(final) == PNG
+        assert (await bucket.head(final))["ContentType"] == "image/png"
+        assert (await presigned_put(http, created, b"<html>" + PNG[6:])).status_code == 200
+        assert await bucket.get(final) == PNG
         owner = RequestContext(live.settings.local_user, live.base)
         stored = await attachments_of(live).store.load_attachment(created["id"], owner)
         assert stored.metadata == {**(stored.metadata or {}), "state": "uploaded", "size": len(PNG)}
@@ -280,7 +288,9 @@ async def test_deleting_removes_the_objects(
         json={"type": "attachments.delete", "params": {"attachment_id": one["id"]}},
     )
     assert response.status_code == 200, response.text
-    assert await bucket.keys() == sorted(f"uploads/{a['id']}" for a in (two, three))
+    assert await bucket.keys() == sorted(
+        [f"uploads/incoming/{three['id']}", f"uploads/{two['id']}"]
+    )
 
     events = await stream_events(http, s3_live.url, create_with("Here", two["id"], three["id"]))
     no_errors(events)
@@ -291,3 +301,8 @@ async def test_deleting_removes_the_objects(
     assert response.status_code == 200, response.text
     assert await bucket.keys() == []
     error_of(await http.get(download_url(s3_live, two["id"], "local")), 404, "not_found")
+
+
+def test_s3_uploads_are_capped_at_what_one_copy_request_takes(bucket: Bucket) -> None:
+    with pytest.raises(ValidationError, match="at most 5120"):
+        Settings(_env_file=None, upload_max_mb=6000, **s3_options(bucket))

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+_S3_COPY_MAX_MB = 5 * 1024
 LOCAL_DEV_ORIGINS = [
     "http://localhost:3000",
     "http://127.0.0.1:3000",
@@ -207,6 +208,11 @@ class Settings(BaseSettings):
             )
         if self.blob_backend == "s3" and not self.s3_bucket:
             raise ValueError("WORKBENCH_BLOB_BACKEND=s3 needs WORKBENCH_S3_BUCKET")
+        if self.blob_backend == "s3" and self.upload_max_mb > _S3_COPY_MAX_MB:
+            raise ValueError(
+                f"with WORKBENCH_BLOB_BACKEND=s3, WORKBENCH_UPLOAD_MAX_MB is at most "
+                f"{_S3_COPY_MAX_MB} (S3 copies at most 5 GiB in one request)"
+            )
         if self.provider == "openai" and not self.openai_api_key:
             raise ValueError("WORKBENCH_PROVIDER=openai needs OPENAI_API_KEY")
         if self.provider == "chat_completions" and not self.chat_completions_base_url:

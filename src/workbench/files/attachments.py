@@ -37,7 +37,7 @@ from chatkit.types import (
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.errors import ApiError
-from workbench.files.blobs import BlobStore
+from workbench.files.blobs import BlobNotFoundError, BlobStore
 from workbench.files.signing import UrlSigner
 from workbench.store import DeletedThread, PostgresStore
 from workbench.store.ids import time_ordered_id
@@ -190,13 +190,17 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
         metadata = attachment.metadata or {}
         if metadata.get("state") != "pending":
             return attachment
-        size = await self.blobs.size(attachment.id)
-        if size is None:
+        try:
+            # Out of the presigned URL's reach first: what is checked is what stays.
+            await self.blobs.promote(attachment.id)
+        except BlobNotFoundError:
             raise UploadRefusedError(
-                400, "upload_incomplete",
+                400,
+                "upload_incomplete",
                 f"params.input.attachments: {attachment.name!r} was never uploaded; upload it "
                 "(or remove it from the message) and send again.",
-            )  # fmt: skip
+            ) from None
+        size = await self.blobs.size(attachment.id) or 0
         if size != metadata.get("size"):
             await self.blobs.delete(attachment.id)
             raise _size_mismatch(size, int(metadata.get("size") or 0))

@@ -22,6 +22,8 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _CHUNK = 256 * 1024
 _WRITE_BATCH = 4 * 1024 * 1024
 _IOV_MAX = 1024  # buffers per writev (Linux, macOS)
+# Where presigned PUTs land, under the S3 prefix, until a message confirms the upload.
+STAGING_FOLDER = "incoming"
 
 
 class BlobNotFoundError(LookupError):
@@ -48,7 +50,15 @@ class BlobStore(Protocol):
     async def presigned_put(
         self, key: str, content_type: str, size: int, expires_in: int
     ) -> tuple[str, dict[str, str]] | None:
-        """A URL (and headers) the browser can PUT the bytes to directly, when supported."""
+        """A URL (and headers) the browser can PUT the bytes to directly, when supported.
+
+        The bytes land in a staging place that ``promote`` moves to ``key``.
+        """
+        ...
+
+    async def promote(self, key: str) -> None:
+        """Make the bytes PUT to ``key``'s presigned URL its blob, beyond that URL's reach
+        (it stays valid until it expires). Raises BlobNotFoundError when none arrived."""
         ...
 
     async def close(self) -> None: ...
@@ -123,6 +133,10 @@ class LocalBlobStore:
     ) -> tuple[str, dict[str, str]] | None:
         return None  # the server's own upload route takes the bytes
 
+    async def promote(self, key: str) -> None:
+        if not self._path(key).exists():
+            raise BlobNotFoundError(key)
+
     async def close(self) -> None:
         return None
 
@@ -170,6 +184,9 @@ class S3BlobStore:
 
     def _key(self, key: str) -> str:
         return self.prefix + checked_key(key)
+
+    def _staging_key(self, key: str) -> str:
+        return f"{self.prefix}{STAGING_FOLDER}/{checked_key(key)}"
 
     async def write(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> int:
         """A multipart upload in 8 MiB parts, aborted (nothing kept) on any error."""
@@ -231,7 +248,8 @@ class S3BlobStore:
 
     async def delete(self, key: str) -> None:
         s3 = await self._s3()
-        await s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+        for object_key in (self._key(key), self._staging_key(key)):
+            await s3.delete_object(Bucket=self.bucket, Key=object_key)
 
     async def presigned_put(
         self, key: str, content_type: str, size: int, expires_in: int
@@ -241,12 +259,27 @@ class S3BlobStore:
         url = await s3.generate_presigned_url(
             "put_object",
             Params={
-                "Bucket": self.bucket, "Key": self._key(key), "ContentType": content_type,
-                "ContentLength": size,
+                "Bucket": self.bucket, "Key": self._staging_key(key),
+                "ContentType": content_type, "ContentLength": size,
             },
             ExpiresIn=expires_in,
         )  # fmt: skip
         return str(url), {"Content-Type": content_type}
+
+    async def promote(self, key: str) -> None:
+        """A server-side copy (type kept), then the staged object goes."""
+        s3 = await self._s3()
+        staged = self._staging_key(key)
+        try:
+            await s3.copy_object(
+                Bucket=self.bucket, Key=self._key(key),
+                CopySource={"Bucket": self.bucket, "Key": staged},
+            )  # fmt: skip
+        except Exception as error:
+            if _is_not_found(error):
+                raise BlobNotFoundError(key) from None
+            raise
+        await s3.delete_object(Bucket=self.bucket, Key=staged)
 
     async def close(self) -> None:
         if self._exit is not None:
