@@ -955,6 +955,42 @@ async def test_a_csv_lands_in_the_workspace_and_python_reads_it(
     assert notes == [note]
 
 
+async def test_a_retried_message_reuses_its_attachment_copy_unless_it_changed(
+    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    settings = provider_settings(database_url, tmp_path / "data", scripted_openai)
+    scripted_openai.script(
+        responses_step([Text("Ok.")]), title_step("Temps"),
+        responses_step([Text("Again.")]), responses_step([Text("Once more.")]),
+    )  # fmt: skip
+    with running(LiveServer(settings)) as live:
+        csv = await two_phase(http, live, "temps.csv", CSV, "text/csv")
+        events = await stream_events(http, live.url, create_with("Look", csv["id"]))
+        no_errors(events)
+        thread_id = events[0].thread.id
+        [question] = [e.item.id for e in events if e.type == "thread.item.done"][:1]
+        retry = {
+            "type": "threads.retry_after_item",
+            "params": {"thread_id": thread_id, "item_id": question},
+        }
+        no_errors(await stream_events(http, live.url, retry))
+        uploads = live.app.state.workspaces.path(live.settings.local_user, thread_id) / "uploads"
+        assert sorted(p.name for p in uploads.iterdir()) == ["temps.csv"]
+        (uploads / "temps.csv").write_bytes(CSV.replace(b"Oslo", b"Oslu"))  # the model edited it
+        no_errors(await stream_events(http, live.url, retry))
+        assert sorted(p.name for p in uploads.iterdir()) == ["temps (2).csv", "temps.csv"]
+        assert (uploads / "temps (2).csv").read_bytes() == CSV
+
+    notes = [
+        [p["text"] for p in user_contents(request) if "/workspace/uploads/" in p.get("text", "")]
+        for request in scripted_openai.streamed
+        if request["input"][-1].get("role") == "user"
+    ]
+    first, retried, after_edit = (note for [note] in notes)
+    assert "/workspace/uploads/temps.csv:" in first and retried == first
+    assert "/workspace/uploads/temps (2).csv:" in after_edit
+
+
 async def test_a_short_text_file_is_previewed_whole(
     database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
 ) -> None:

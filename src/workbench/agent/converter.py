@@ -23,7 +23,7 @@ from openai.types.responses.response_input_content_param import ResponseInputCon
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
 from workbench.files.blobs import BlobNotFoundError
-from workbench.sandbox.workspaces import Workspaces, create_new_file
+from workbench.sandbox.workspaces import Workspaces, create_new_file, open_existing_file
 from workbench.widgets import format_size
 
 UPLOADS_DIR = "uploads"
@@ -107,7 +107,14 @@ class WorkbenchConverter(ThreadItemConverter):
         return _text(note + "]")
 
     async def _copy_into(self, workspace: Path, attachment: Attachment) -> tuple[str, bytes]:
-        """Write the attachment into ``uploads/``; its name there and its first bytes."""
+        """Write the attachment into ``uploads/``; its name there and its first bytes.
+
+        A file already there under its name with the same bytes (the message is being
+        retried, or the file was sent again) is used as it is, not copied again.
+        """
+        head = await self._same_bytes_at(workspace, attachment)
+        if head is not None:
+            return attachment.name, head
         relative, fd = create_new_file(workspace, UPLOADS_DIR, attachment.name)
         head = b""
         with os.fdopen(fd, "wb") as file:
@@ -116,6 +123,25 @@ class WorkbenchConverter(ThreadItemConverter):
                 if len(head) < _PREVIEW_BYTES:
                     head += chunk[: _PREVIEW_BYTES - len(head)]
         return relative.removeprefix(f"{UPLOADS_DIR}/"), head
+
+    async def _same_bytes_at(self, workspace: Path, attachment: Attachment) -> bytes | None:
+        """The first bytes of ``uploads/<name>`` if it holds exactly the attachment's bytes."""
+        fd = open_existing_file(workspace, UPLOADS_DIR, attachment.name)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            if os.fstat(fd).st_size != (attachment.metadata or {}).get("size"):
+                return None
+            head = file.read(_PREVIEW_BYTES)
+            file.seek(0)
+            blob = self._attachments.blobs.read(attachment.id)
+            try:
+                async for chunk in blob:
+                    if file.read(len(chunk)) != chunk:
+                        return None
+            finally:
+                await blob.aclose()
+            return head
 
 
 def _looks_textual(mime_type: str, head: bytes) -> bool:

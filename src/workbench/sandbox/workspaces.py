@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -104,6 +105,25 @@ def disk_usage(workspace: Path) -> int:
         except OSError:
             continue
     return total
+
+
+def open_existing_file(workspace: Path, folder: str, name: str) -> int | None:
+    """A read descriptor of the regular file ``folder/name`` in ``workspace``, or None;
+    like ``create_new_file``, never through a link."""
+    try:
+        directory = os.open(workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+    except OSError:
+        return None
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def create_new_file(workspace: Path, folder: str, name: str) -> tuple[str, int]:
