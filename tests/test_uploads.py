@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -962,6 +963,7 @@ async def test_a_retried_message_reuses_its_attachment_copy_unless_it_changed(
     scripted_openai.script(
         responses_step([Text("Ok.")]), title_step("Temps"),
         responses_step([Text("Again.")]), responses_step([Text("Once more.")]),
+        responses_step([Text("And again.")]),
     )  # fmt: skip
     with running(LiveServer(settings)) as live:
         csv = await two_phase(http, live, "temps.csv", CSV, "text/csv")
@@ -980,15 +982,24 @@ async def test_a_retried_message_reuses_its_attachment_copy_unless_it_changed(
         no_errors(await stream_events(http, live.url, retry))
         assert sorted(p.name for p in uploads.iterdir()) == ["temps (2).csv", "temps.csv"]
         assert (uploads / "temps (2).csv").read_bytes() == CSV
+        # What code in the sandbox may leave there is never followed nor waited on.
+        (uploads / "temps.csv").unlink()
+        os.mkfifo(uploads / "temps.csv")
+        (uploads / "temps (2).csv").unlink()
+        (uploads / "temps (2).csv").symlink_to(tmp_path / "elsewhere.csv")
+        (tmp_path / "elsewhere.csv").write_bytes(CSV)
+        no_errors(await asyncio.wait_for(stream_events(http, live.url, retry), timeout=30))
+        assert (uploads / "temps (3).csv").read_bytes() == CSV
 
     notes = [
         [p["text"] for p in user_contents(request) if "/workspace/uploads/" in p.get("text", "")]
         for request in scripted_openai.streamed
         if request["input"][-1].get("role") == "user"
     ]
-    first, retried, after_edit = (note for [note] in notes)
+    first, retried, after_edit, after_traps = (note for [note] in notes)
     assert "/workspace/uploads/temps.csv:" in first and retried == first
     assert "/workspace/uploads/temps (2).csv:" in after_edit
+    assert "/workspace/uploads/temps (3).csv:" in after_traps
 
 
 async def test_a_short_text_file_is_previewed_whole(

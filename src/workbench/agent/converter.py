@@ -9,6 +9,7 @@ later turns see the same.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -119,7 +120,7 @@ class WorkbenchConverter(ThreadItemConverter):
         head = b""
         with os.fdopen(fd, "wb") as file:
             async for chunk in self._attachments.blobs.read(attachment.id):
-                file.write(chunk)
+                await asyncio.to_thread(file.write, chunk)  # the loop serves others meanwhile
                 if len(head) < _PREVIEW_BYTES:
                     head += chunk[: _PREVIEW_BYTES - len(head)]
         return relative.removeprefix(f"{UPLOADS_DIR}/"), head
@@ -132,13 +133,13 @@ class WorkbenchConverter(ThreadItemConverter):
         with os.fdopen(fd, "rb") as file:
             if os.fstat(fd).st_size != (attachment.metadata or {}).get("size"):
                 return None
-            head = file.read(_PREVIEW_BYTES)
-            file.seek(0)
+            head = b""
             blob = self._attachments.blobs.read(attachment.id)
             try:
                 async for chunk in blob:
-                    if file.read(len(chunk)) != chunk:
+                    if await asyncio.to_thread(file.read, len(chunk)) != chunk:
                         return None
+                    head += chunk[: _PREVIEW_BYTES - len(head)]
             finally:
                 await blob.aclose()
             return head

@@ -109,13 +109,14 @@ def disk_usage(workspace: Path) -> int:
 
 def open_existing_file(workspace: Path, folder: str, name: str) -> int | None:
     """A read descriptor of the regular file ``folder/name`` in ``workspace``, or None;
-    like ``create_new_file``, never through a link."""
+    like ``create_new_file``, never through a link (nor stuck opening a FIFO)."""
     try:
         directory = os.open(workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=directory)
     except OSError:
         return None
     finally:
