@@ -306,3 +306,23 @@ async def test_deleting_removes_the_objects(
 def test_s3_uploads_are_capped_at_what_one_copy_request_takes(bucket: Bucket) -> None:
     with pytest.raises(ValidationError, match="at most 5120"):
         Settings(_env_file=None, upload_max_mb=6000, **s3_options(bucket))
+
+
+async def test_a_confirmation_after_the_bytes_were_already_promoted_goes_through(
+    s3_live: LiveServer, bucket: Bucket, http: httpx.AsyncClient
+) -> None:
+    """An earlier confirmation moved the bytes but failed before recording it (or a second
+    message named the same upload at once): the next one finds them in place."""
+    created = await create_attachment(http, s3_live, "a.txt", 3, "text/plain")
+    assert (await presigned_put(http, created, b"abc")).status_code == 200
+    staged, final = f"uploads/incoming/{created['id']}", f"uploads/{created['id']}"
+    async with bucket.client() as s3:  # what the earlier confirmation did
+        await s3.copy_object(
+            Bucket=bucket.name, Key=final, CopySource={"Bucket": bucket.name, "Key": staged}
+        )
+        await s3.delete_object(Bucket=bucket.name, Key=staged)
+
+    events = await stream_events(http, s3_live.url, create_with("Here", created["id"]))
+
+    no_errors(events)
+    assert await bucket.keys() == [final]

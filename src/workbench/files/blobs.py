@@ -267,7 +267,11 @@ class S3BlobStore:
         return str(url), {"Content-Type": content_type}
 
     async def promote(self, key: str) -> None:
-        """A server-side copy (type kept), then the staged object goes."""
+        """A server-side copy (type kept), then the staged object goes.
+
+        Nothing staged but the blob in place: an earlier or concurrent confirmation promoted
+        it (two messages naming one upload, or a retry after a failure further on).
+        """
         s3 = await self._s3()
         staged = self._staging_key(key)
         try:
@@ -276,9 +280,11 @@ class S3BlobStore:
                 CopySource={"Bucket": self.bucket, "Key": staged},
             )  # fmt: skip
         except Exception as error:
-            if _is_not_found(error):
+            if not _is_not_found(error):
+                raise
+            if await self.size(key) is None:
                 raise BlobNotFoundError(key) from None
-            raise
+            return
         await s3.delete_object(Bucket=self.bucket, Key=staged)
 
     async def close(self) -> None:
