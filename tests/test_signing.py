@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 from pathlib import Path
@@ -217,3 +218,21 @@ def test_refresh_links_leaves_what_it_did_not_sign_for_this_owner() -> None:
         text = f"see [it]({url}) or {url}"
         assert mine.refresh_links(text, "alice", BASE, DOWNLOADS) == text, url
     assert mine.refresh_links("no links at all", "alice", BASE, DOWNLOADS) == "no links at all"
+
+
+def test_refresh_links_leaves_links_with_time_left_and_keeps_the_json_valid() -> None:
+    clock = Clock()
+    fresh_enough = signer(clock, ttl=600).sign(BASE, PATH, "alice")
+    clock.now = NOW + 200  # 400 of 600 s left: more than half
+    text = json.dumps({"markdown": f"Here: {fresh_enough}. Done"})
+    assert signer(clock).refresh_links(text, "alice", BASE, DOWNLOADS) == text
+
+    clock.now = NOW + 400  # 200 s left: renewed, the full stop after it kept
+    renewed = signer(clock).refresh_links(text, "alice", 'https://a"b', DOWNLOADS)
+    markdown = json.loads(renewed)["markdown"]  # still valid JSON, whatever the base URL
+    assert markdown.startswith('Here: https://a"b/files/workspaces/') and markdown.endswith(
+        ". Done"
+    )
+    url = markdown.removeprefix("Here: ").removesuffix(". Done")
+    path, query = parts(url)
+    assert signer(clock).check(path, "alice", query["exp"], query["sig"]) is SignatureStatus.VALID

@@ -35,8 +35,9 @@ RESERVED_PARAMS = frozenset({"exp", "sig"})
 # Anything longer than 12 digits is past the year 33000: not an expiry we ever sign.
 _EXPIRY = re.compile(r"[0-9]{1,12}")
 _FORMAT_VERSION = "v1"
-# A URL inside JSON, Markdown or text: our signed URLs escape every delimiter (quote()).
-_URL = re.compile(r"""https?://[^\s"'<>()\\]+""")
+# One of our signed URLs inside JSON text (Markdown included): quote() escapes every
+# delimiter in the path, and the signature, 43 base64url characters, always comes last.
+_SIGNED_URL = re.compile(r"""https?://[^\s"'<>()\\]*?[?&]sig=[A-Za-z0-9_-]{43}""")
 
 
 class SignatureStatus(enum.Enum):
@@ -116,17 +117,23 @@ class UrlSigner:
     ) -> bool:
         return self.check(path, owner, exp, sig, params) is SignatureStatus.VALID
 
-    def refresh_links(self, text: str, owner: str, base_url: str, prefixes: Iterable[str]) -> str:
-        """``text`` with each link we signed for ``owner`` under ``prefixes`` signed anew.
+    def refresh_links(
+        self, json_text: str, owner: str, base_url: str, prefixes: Iterable[str]
+    ) -> str:
+        """``json_text`` with each link we signed for ``owner`` under ``prefixes`` signed anew
+        once it has less than half its lifetime left.
 
-        Links live on in saved items (figures, file lists, image previews): re-signed as a
-        thread is read, they keep working as long as what they point to exists, while each
-        copy handed out still expires. A link that another user or key signed, or that was
-        tampered with, stays as it is (and keeps failing).
+        Links live on in saved items (figures, file lists, image previews) and in the model's
+        transcript: re-signed as they are read, they keep working as long as what they point
+        to exists, while each copy handed out still expires. Links with time left stay as they
+        are, so a transcript reads the same from turn to turn (the provider's prompt cache
+        holds). A link that another user or key signed, or that was tampered with, stays as
+        it is (and keeps failing).
         """
         starts = tuple(prefixes)
-        if "sig=" not in text:
-            return text
+        if "sig=" not in json_text:
+            return json_text
+        renew_before = self._clock() + self.ttl_seconds / 2
 
         def refresh(match: re.Match[str]) -> str:
             url = match.group()
@@ -138,9 +145,13 @@ class UrlSigner:
             exp, sig = params.pop("exp", None), params.pop("sig", None)
             if self.check(path, owner, exp, sig, params) is SignatureStatus.INVALID:
                 return url
-            return self.sign(base_url, path, owner, params=params)
+            if int(exp or 0) > renew_before:
+                return url
+            # Escaped for the JSON string it goes into: the base URL may come from a Host
+            # header, which can hold a quote.
+            return json.dumps(self.sign(base_url, path, owner, params=params))[1:-1]
 
-        return _URL.sub(refresh, text)
+        return _SIGNED_URL.sub(refresh, json_text)
 
     def _mac(self, path: str, owner: str, exp: str, params: dict[str, str]) -> str:
         # JSON keeps the fields apart unambiguously (a path may contain any separator).
