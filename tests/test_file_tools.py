@@ -486,6 +486,11 @@ async def test_write_file_keeps_the_workspace_within_its_quota(h: Harness, tmp_p
     assert not (h.ws / "more.txt").exists()
 
     assert (await tools.write_file(h.context, "small.txt", "x" * 1000)).startswith("Created")
+    h.write("big.bin", os.urandom(1024 * 1024))  # now over its quota: 2.5 of 2 MB
+    assert "would pass that" in await tools.write_file(h.context, "more.txt", "x")
+    # Replacing a file with a smaller one only frees space: allowed.
+    replaced = await tools.write_file(h.context, "big.bin", "x" * 1000)
+    assert replaced.startswith("Replaced"), replaced
     assert "Deleted" in await tools.delete_file(h.context, "old.bin")
     assert (await tools.write_file(h.context, "more.txt", "x" * (600 * 1024))).startswith("Created")
 

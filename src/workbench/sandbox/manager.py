@@ -179,32 +179,38 @@ class KernelManager:
     async def _quota_watch(self, workspace: Path) -> AsyncIterator[Callable[[], CellStatus | None]]:
         """While a cell runs, whether it has grown the workspace past its quota.
 
-        The file system has no per-folder limit, so usage is measured a few times a second
-        (less often when the walk itself is slow): a cell that writes fast overshoots by what
-        it writes in that time, within RLIMIT_FSIZE per file. A workspace already over its
-        quota (uploads count too) may run cells that do not grow it, to clean up, say.
+        A soft limit against runaway cells: the file system has no per-folder quota, so usage
+        is measured a few times a second (less often when the walk itself is slow), and a cell
+        that writes fast overshoots by what it writes in that time, within RLIMIT_FSIZE per
+        file. A workspace already over its quota (uploads count too) may run cells that do
+        not grow it, to clean up, say.
         """
-        quota = self.settings.workspace_quota_mb * 1024 * 1024
+        allowed = max(
+            self.settings.workspace_quota_mb * 1024 * 1024,
+            await asyncio.to_thread(disk_usage, workspace),
+        )
         exceeded = False
 
         async def watch() -> None:
             nonlocal exceeded
-            allowed: int | None = None
+            pause = _QUOTA_POLL_SECONDS
             while not exceeded:
+                await asyncio.sleep(pause)
                 began = time.monotonic()
-                used = await asyncio.to_thread(disk_usage, workspace)
-                if allowed is None:
-                    allowed = max(quota, used)
-                exceeded = used > allowed
-                await asyncio.sleep(max(_QUOTA_POLL_SECONDS, 4 * (time.monotonic() - began)))
+                exceeded = await asyncio.to_thread(disk_usage, workspace) > allowed
+                pause = max(_QUOTA_POLL_SECONDS, 4 * (time.monotonic() - began))
 
         watcher = asyncio.ensure_future(watch())
         try:
             yield lambda: "disk_quota" if exceeded else None
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await watcher
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # the cell's outcome matters more than a failed measurement
+                logger.exception("measuring the workspace %s failed", workspace)
 
     async def forget_thread(self, user_id: str, thread_id: str) -> None:
         """The thread is gone: stop its kernel and delete its workspace."""

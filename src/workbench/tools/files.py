@@ -583,8 +583,13 @@ def page_text(page: TextPage, path: str, offset: int, limit: int, max_chars: int
 
 
 def write_within_quota(workspace: Path, parts: Sequence[str], data: bytes, quota: int) -> bool:
-    """``write_bytes``, unless the workspace would then take more than ``quota`` bytes."""
+    """``write_bytes``, unless the workspace would then take more than ``quota`` bytes (the
+    file it replaces no longer counting)."""
     used = disk_usage(workspace)
+    with contextlib.suppress(OSError):  # a link is replaced, never followed: lstat
+        replaced = (workspace / _joined(parts)).lstat()
+        if stat.S_ISREG(replaced.st_mode):
+            used -= replaced.st_blocks * 512
     if used + len(data) > quota:
         raise FileToolError(
             f"The workspace uses {format_size(used)} of its {format_size(quota)}; writing "

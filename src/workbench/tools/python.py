@@ -243,9 +243,10 @@ def model_summary(run: CellRun, limit: int) -> str:
     if output.status in {"timeout", "cpu_limit"}:
         parts.append("the cell was interrupted (time limit); the kernel's state was kept")
     if output.status == "disk_quota":
+        kept = "" if output.kernel_restarted else " (the kernel's state was kept)"
         parts.append(
-            "the cell was interrupted: the workspace passed its disk quota. The kernel's state "
-            "was kept; delete files that are no longer needed before writing more"
+            f"the cell was interrupted{kept}: the workspace passed its disk quota. Delete "
+            "files that are no longer needed before writing more"
         )
     if output.error is not None:
         parts.append(f"error: {output.error.name}: {output.error.value}\n{output.error.traceback}")
