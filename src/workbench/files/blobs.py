@@ -23,7 +23,7 @@ _CHUNK = 256 * 1024
 _WRITE_BATCH = 4 * 1024 * 1024
 _IOV_MAX = 1024  # buffers per writev (Linux, macOS)
 # Where presigned PUTs land, under the S3 prefix, until a message confirms the upload.
-STAGING_FOLDER = "incoming"
+_STAGING_FOLDER = "incoming"
 
 
 class BlobNotFoundError(LookupError):
@@ -186,7 +186,7 @@ class S3BlobStore:
         return self.prefix + checked_key(key)
 
     def _staging_key(self, key: str) -> str:
-        return f"{self.prefix}{STAGING_FOLDER}/{checked_key(key)}"
+        return f"{self.prefix}{_STAGING_FOLDER}/{checked_key(key)}"
 
     async def write(self, key: str, chunks: AsyncIterator[bytes], content_type: str) -> int:
         """A multipart upload in 8 MiB parts, aborted (nothing kept) on any error."""

@@ -74,14 +74,14 @@ def workspace_file_url(
     return signer.sign(base_url, workspace_file_path(thread_id, relative), owner, params=params)
 
 
-def refresh_download_links(signer: UrlSigner, text: str, context: RequestContext) -> str:
-    """``text`` with each download link signed for the context's user signed anew.
+def refresh_download_links(signer: UrlSigner, json_text: str, context: RequestContext) -> str:
+    """``json_text`` with the download links signed for the context's user renewed as needed.
 
     Saved items (figures, file lists, image previews) and the model's transcript keep links
     that would otherwise expire: each read hands out fresh ones, while what is stored stays.
     """
     prefixes = (f"{ATTACHMENTS_PREFIX}/", f"{WORKSPACE_FILES_PREFIX}/")
-    return signer.refresh_links(text, context.user_id, context.base_url, prefixes)
+    return signer.refresh_links(json_text, context.user_id, context.base_url, prefixes)
 
 
 @router.api_route(WORKSPACE_FILES_PREFIX + "/{thread_id}/{path:path}", methods=["GET", "HEAD"])
