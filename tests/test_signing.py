@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import time
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -199,7 +200,10 @@ def test_refresh_links_re_signs_our_links_wherever_they_sit() -> None:
         params = {k: v for k, v in query.items() if k not in {"exp", "sig"}}
         status = signer(clock).check(path, "alice", query["exp"], query["sig"], params)
         assert status is SignatureStatus.VALID, url
-        assert int(query["exp"]) == int(NOW) + 3600 + 600
+        # Valid for another half to whole lifetime, the same for every read in this step.
+        assert int(NOW) + 3600 + 300 < int(query["exp"]) <= int(NOW) + 3600 + 600
+    clock.now += 10
+    assert signer(clock).refresh_links(text, "alice", "https://new.example.com", DOWNLOADS) == fresh
     assert "inline=1" in fresh
     assert fresh.count("[report final.csv](https://new.example.com/") == 1
 
@@ -236,3 +240,20 @@ def test_refresh_links_leaves_links_with_time_left_and_keeps_the_json_valid() ->
     url = markdown.removeprefix("Here: ").removesuffix(". Done")
     path, query = parts(url)
     assert signer(clock).check(path, "alice", query["exp"], query["sig"]) is SignatureStatus.VALID
+
+
+def test_refresh_links_moves_links_to_the_current_base_url() -> None:
+    link = signer().sign("http://127.0.0.1:8000", PATH, "alice")  # all its lifetime left
+    text = json.dumps({"src": link})
+    moved = json.loads(signer().refresh_links(text, "alice", BASE, DOWNLOADS))["src"]
+    assert moved.startswith(BASE + "/files/workspaces/")
+    assert signer().refresh_links(json.dumps({"src": moved}), "alice", BASE, DOWNLOADS) == (
+        json.dumps({"src": moved})
+    )
+
+
+def test_refresh_links_is_linear_in_hostile_text() -> None:
+    text = json.dumps({"text": "http://" * 200_000 + " sig=" + "https://x?sig=" * 50_000})
+    started = time.perf_counter()
+    assert signer().refresh_links(text, "alice", BASE, DOWNLOADS) == text
+    assert time.perf_counter() - started < 2.0

@@ -35,9 +35,11 @@ RESERVED_PARAMS = frozenset({"exp", "sig"})
 # Anything longer than 12 digits is past the year 33000: not an expiry we ever sign.
 _EXPIRY = re.compile(r"[0-9]{1,12}")
 _FORMAT_VERSION = "v1"
-# One of our signed URLs inside JSON text (Markdown included): quote() escapes every
-# delimiter in the path, and the signature, 43 base64url characters, always comes last.
-_SIGNED_URL = re.compile(r"""https?://[^\s"'<>()\\]*?[?&]sig=[A-Za-z0-9_-]{43}""")
+# A URL inside JSON text (Markdown included): quote() escapes every delimiter in the paths
+# we sign. Greedy, so a scan never backtracks; our signature, 43 base64url characters,
+# always comes last, and what follows it in the match is put back as it was.
+_URL = re.compile(r"""https?://[^\s"'<>()\\]+""")
+_SIGNATURE = re.compile(r"[?&]sig=[A-Za-z0-9_-]{43}")
 
 
 class SignatureStatus(enum.Enum):
@@ -68,8 +70,10 @@ class UrlSigner:
         *,
         params: Mapping[str, str] | None = None,
         ttl_seconds: int | None = None,
+        expires_at: int | None = None,
     ) -> str:
-        """An absolute URL for ``path`` (unencoded, starting with ``/``) valid for ``owner``.
+        """An absolute URL for ``path`` (unencoded, starting with ``/``) valid for ``owner``
+        until ``expires_at`` (default: ``ttl_seconds`` from now).
 
         ``params`` are extra query parameters that change what is served (``inline``, say);
         they are signed too.
@@ -79,7 +83,9 @@ class UrlSigner:
         extra = dict(params or {})
         if RESERVED_PARAMS & extra.keys():
             raise ValueError(f"{sorted(RESERVED_PARAMS)} are reserved query parameters")
-        exp = str(int(self._clock()) + (ttl_seconds or self.ttl_seconds))
+        if expires_at is None:
+            expires_at = int(self._clock()) + (ttl_seconds or self.ttl_seconds)
+        exp = str(expires_at)
         query = urlencode({**extra, "exp": exp, "sig": self._mac(path, owner, exp, extra)})
         return f"{base_url.rstrip('/')}{quote(path)}?{query}"
 
@@ -120,38 +126,46 @@ class UrlSigner:
     def refresh_links(
         self, json_text: str, owner: str, base_url: str, prefixes: Iterable[str]
     ) -> str:
-        """``json_text`` with each link we signed for ``owner`` under ``prefixes`` signed anew
-        once it has less than half its lifetime left.
+        """``json_text`` with each link we signed for ``owner`` under ``prefixes`` renewed,
+        once it has less than half its lifetime left or points at another base URL.
 
         Links live on in saved items (figures, file lists, image previews) and in the model's
-        transcript: re-signed as they are read, they keep working as long as what they point
-        to exists, while each copy handed out still expires. Links with time left stay as they
-        are, so a transcript reads the same from turn to turn (the provider's prompt cache
-        holds). A link that another user or key signed, or that was tampered with, stays as
-        it is (and keeps failing).
+        transcript: renewed as they are read, they keep working as long as what they point to
+        exists, while each copy handed out still expires. Renewed links expire at the end of
+        a half-lifetime step, so every read within a step gives the same URL and a transcript
+        reads the same from turn to turn (the provider's prompt cache holds). A link that
+        another user or key signed, or that was tampered with, stays as it is.
         """
         starts = tuple(prefixes)
         if "sig=" not in json_text:
             return json_text
-        renew_before = self._clock() + self.ttl_seconds / 2
+        step = max(1, self.ttl_seconds // 2)
+        now = int(self._clock())
+        expires_at = (now // step + 2) * step  # between half and all of the lifetime away
 
         def refresh(match: re.Match[str]) -> str:
-            url = match.group()
+            text = match.group()
+            signature = _SIGNATURE.search(text)
+            if signature is None:
+                return text
+            url, rest = text[: signature.end()], text[signature.end() :]
             split = urlsplit(url)
             path = unquote(split.path)
             if not path.startswith(starts):
-                return url
+                return text
             params = dict(parse_qsl(split.query, keep_blank_values=True))
             exp, sig = params.pop("exp", None), params.pop("sig", None)
             if self.check(path, owner, exp, sig, params) is SignatureStatus.INVALID:
-                return url
-            if int(exp or 0) > renew_before:
-                return url
+                return text
+            here = url.startswith(base_url.rstrip("/") + quote(path) + "?")
+            if here and int(exp or 0) - now > step:
+                return text
+            renewed = self.sign(base_url, path, owner, params=params, expires_at=expires_at)
             # Escaped for the JSON string it goes into: the base URL may come from a Host
             # header, which can hold a quote.
-            return json.dumps(self.sign(base_url, path, owner, params=params))[1:-1]
+            return json.dumps(renewed)[1:-1] + rest
 
-        return _SIGNED_URL.sub(refresh, json_text)
+        return _URL.sub(refresh, json_text)
 
     def _mac(self, path: str, owner: str, exp: str, params: dict[str, str]) -> str:
         # JSON keeps the fields apart unambiguously (a path may contain any separator).
