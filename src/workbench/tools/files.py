@@ -582,30 +582,15 @@ def page_text(page: TextPage, path: str, offset: int, limit: int, max_chars: int
 # -- write ---------------------------------------------------------------------------------
 
 
-def write_within_quota(workspace: Path, parts: Sequence[str], data: bytes, quota: int) -> bool:
-    """``write_bytes``, unless the workspace would then take more than ``quota`` bytes (the
-    file it replaces no longer counting)."""
-    used = disk_usage(workspace)
-    with contextlib.suppress(OSError):  # a link is replaced, never followed: lstat
-        replaced = (workspace / _joined(parts)).lstat()
-        if stat.S_ISREG(replaced.st_mode):
-            used -= replaced.st_blocks * 512
-    if used + len(data) > quota:
-        raise FileToolError(
-            f"The workspace uses {format_size(used)} of its {format_size(quota)}; writing "
-            f"{format_size(len(data))} more would pass that. Delete files that are no longer "
-            "needed first."
-        )
-    return write_bytes(workspace, parts, data)
-
-
-def write_bytes(workspace: Path, parts: Sequence[str], data: bytes) -> bool:
-    """Write ``data`` to ``parts`` atomically; True if it replaced a file."""
+def write_bytes(workspace: Path, parts: Sequence[str], data: bytes, quota: int) -> bool:
+    """Write ``data`` to ``parts`` atomically, unless the workspace would then take more than
+    ``quota`` bytes (the file it replaces no longer counting); True if it replaced a file."""
     path = _joined(parts)
     parent = _open_parent(workspace, parts, create=True)
     try:
         name = parts[-1]
         existing = _lstat(parent, name)
+        _check_quota(workspace, existing, len(data), quota)
         if existing is not None:
             if stat.S_ISLNK(existing.st_mode):
                 raise FileToolError(
@@ -632,6 +617,18 @@ def write_bytes(workspace: Path, parts: Sequence[str], data: bytes) -> bool:
     finally:
         os.close(parent)
     return existing is not None
+
+
+def _check_quota(workspace: Path, replaced: os.stat_result | None, size: int, quota: int) -> None:
+    used = disk_usage(workspace)
+    if replaced is not None and stat.S_ISREG(replaced.st_mode):
+        used -= replaced.st_blocks * 512
+    if used + size > quota:
+        raise FileToolError(
+            f"The workspace uses {format_size(used)} of its {format_size(quota)}; writing "
+            f"{format_size(size)} more would pass that. Delete files that are no longer "
+            "needed first."
+        )
 
 
 # -- delete --------------------------------------------------------------------------------
@@ -781,9 +778,7 @@ class FileTools:
                     f"{format_size(self.write_limit)}. Write large files with execute_python."
                 )
             quota = self._settings.workspace_quota_mb * 1024 * 1024
-            replaced = await self._on_disk(
-                context, "write", path, write_within_quota, parts, data, quota
-            )
+            replaced = await self._on_disk(context, "write", path, write_bytes, parts, data, quota)
         except FileToolError as error:
             return str(error)
         relative = _joined(parts)
