@@ -569,12 +569,21 @@ async def test_a_cell_that_fills_the_workspace_is_stopped_at_its_quota(
     # Over its quota, the workspace still runs cells that do not grow it: to clean up.
     kept = await manager.run_cell(USER, THREAD, "print(x)")
     assert (kept.output.status, kept.output.stdout.strip()) == ("ok", "kept")
-    cleanup = "import glob, os\nfor name in glob.glob('/workspace/fill*'): os.remove(name)"
+    # The overshoot does not become the next cell's limit, however short that cell is.
+    grow = "open('/workspace/more.bin', 'wb').write(b'1' * 2**20)"
+    assert (await manager.run_cell(USER, THREAD, grow)).output.status == "disk_quota"
+    cleanup = "import glob, os\nfor name in glob.glob('/workspace/*.bin'): os.remove(name)"
     assert (await manager.run_cell(USER, THREAD, cleanup)).output.status == "ok"
-    small = await manager.run_cell(
-        USER, THREAD, "open('/workspace/a.bin', 'wb').write(b'1' * 2**20)"
-    )
+    small = await manager.run_cell(USER, THREAD, grow)
     assert small.output.status == "ok"
+    # A short cell that writes past the quota before any measurement is caught as it ends.
+    burst = "for i in range(4): open(f'/workspace/b{i}.bin', 'wb').write(b'1' * 8 * 2**20)"
+    assert (await manager.run_cell(USER, THREAD, burst)).output.status == "disk_quota"
+    # Bytes that arrive between cells (an attachment copied in) may pass the quota.
+    assert (await manager.run_cell(USER, THREAD, cleanup)).output.status == "ok"
+    (workspace / "upload.bin").write_bytes(b"u" * 30 * MB)
+    assert (await manager.run_cell(USER, THREAD, "print(x)")).output.status == "ok"
+    assert (await manager.run_cell(USER, THREAD, grow)).output.status == "disk_quota"
     await still_works(manager)
 
 

@@ -49,6 +49,25 @@ class SandboxUnavailableError(RuntimeError):
 
 
 @dataclass
+class _QuotaCheck:
+    limit: int  # bytes the workspace may take
+    start: int  # bytes it took when the cell started
+    passed: bool = False
+
+    def measured(self, used: int) -> None:
+        self.passed = self.passed or (used > self.limit and used > self.start)
+
+    def stop_reason(self) -> CellStatus | None:
+        return "disk_quota" if self.passed else None
+
+
+@dataclass
+class _DiskAllowance:
+    excess: int  # bytes over the quota that arrived between cells (attachments, say)
+    used_after: int  # bytes the workspace took when its last cell ended
+
+
+@dataclass
 class CellRun:
     output: CellOutput
     changed_files: list[FileInfo] = field(default_factory=list)
@@ -71,6 +90,7 @@ class KernelManager:
         self._spares: list[Kernel] = []
         self._locks: dict[Key, asyncio.Lock] = {}
         self._ended: dict[Key, str] = {}  # threads whose kernel went away, and why
+        self._disk: dict[Key, _DiskAllowance] = {}  # per workspace, between cells
         self._names = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -154,14 +174,17 @@ class KernelManager:
     def _execute(self, key: Key, kernel: Kernel) -> Callable[[str], Awaitable[CellOutput]]:
         async def run(code: str) -> CellOutput:
             try:
-                async with self._quota_watch(kernel.workspace) as over_quota:
-                    return await kernel.execute(
+                async with self._quota_watch(key, kernel.workspace) as quota:
+                    output = await kernel.execute(
                         code,
                         time_limit=self.settings.sandbox_timeout,
                         cpu_seconds=self.settings.sandbox_cpu_seconds,
                         max_chars=self.settings.tool_output_chars * 4,
-                        stop_when=over_quota,
+                        stop_when=quota.stop_reason,
                     )
+                if quota.passed and output.status == "ok":
+                    output.status = "disk_quota"
+                return output
             except KernelDiedError:
                 await self._retire(key, "the Python kernel stopped unexpectedly")
                 return CellOutput(status="crashed", kernel_restarted=True)
@@ -176,33 +199,35 @@ class KernelManager:
         return run
 
     @contextlib.asynccontextmanager
-    async def _quota_watch(self, workspace: Path) -> AsyncIterator[Callable[[], CellStatus | None]]:
-        """While a cell runs, whether it has grown the workspace past its quota.
+    async def _quota_watch(self, key: Key, workspace: Path) -> AsyncIterator[_QuotaCheck]:
+        """While a cell runs, and once it ends, whether it grew the workspace past its quota.
 
         A soft limit against runaway cells: the file system has no per-folder quota, so usage
         is measured a few times a second (less often when the walk itself is slow), and a cell
         that writes fast overshoots by what it writes in that time, within RLIMIT_FSIZE per
-        file. A workspace already over its quota (uploads count too) may run cells that do
-        not grow it, to clean up, say.
+        file. Bytes that arrive between cells (an attachment copied in) may take a workspace
+        over its quota; a cell's own overshoot never raises the limit for the next one. A
+        workspace over its limit still runs cells that do not grow it, to clean up, say.
         """
-        allowed = max(
-            self.settings.workspace_quota_mb * 1024 * 1024,
-            await asyncio.to_thread(disk_usage, workspace),
-        )
-        exceeded = False
+        quota = self.settings.workspace_quota_mb * 1024 * 1024
+        used = await asyncio.to_thread(disk_usage, workspace)
+        previous = self._disk.get(key)
+        excess = max(0, used - quota)
+        if previous is not None:
+            excess = min(excess, previous.excess + max(0, used - previous.used_after))
+        check = _QuotaCheck(limit=quota + excess, start=used)
 
         async def watch() -> None:
-            nonlocal exceeded
             pause = _QUOTA_POLL_SECONDS
-            while not exceeded:
+            while not check.passed:
                 await asyncio.sleep(pause)
                 began = time.monotonic()
-                exceeded = await asyncio.to_thread(disk_usage, workspace) > allowed
+                check.measured(await asyncio.to_thread(disk_usage, workspace))
                 pause = max(_QUOTA_POLL_SECONDS, 4 * (time.monotonic() - began))
 
         watcher = asyncio.ensure_future(watch())
         try:
-            yield lambda: "disk_quota" if exceeded else None
+            yield check
         finally:
             watcher.cancel()
             try:
@@ -211,6 +236,9 @@ class KernelManager:
                 pass
             except Exception:  # the cell's outcome matters more than a failed measurement
                 logger.exception("measuring the workspace %s failed", workspace)
+            used_after = await asyncio.to_thread(disk_usage, workspace)
+            check.measured(used_after)  # a short cell is done before the first measurement
+            self._disk[key] = _DiskAllowance(excess, used_after)
 
     async def forget_thread(self, user_id: str, thread_id: str) -> None:
         """The thread is gone: stop its kernel and delete its workspace."""
@@ -219,6 +247,7 @@ class KernelManager:
         if kernel is not None:
             await kernel.shutdown()
         self._ended.pop(key, None)
+        self._disk.pop(key, None)
         self._locks.pop(key, None)
         await asyncio.to_thread(self.workspaces.remove, user_id, thread_id)
 

@@ -211,8 +211,8 @@ def _stop_reason(output: CellOutput, settings: Settings) -> tuple[str, str]:
             return "CPU limit", f"The cell used more than {settings.sandbox_cpu_seconds:g} s CPU."
         case "disk_quota":
             return "Disk quota", (
-                f"The workspace passed its {settings.workspace_quota_mb} MB quota, so the cell "
-                "was stopped. Delete files that are no longer needed."
+                f"The cell grew the workspace past its {settings.workspace_quota_mb} MB quota. "
+                "Delete files that are no longer needed."
             )
         case _:
             return "Kernel crashed", "The Python kernel stopped (out of memory?)."
@@ -240,13 +240,13 @@ def model_summary(run: CellRun, limit: int) -> str:
         parts.append(f"table shown to the user: {shape[0]} rows × {shape[1]} columns ({columns})")
     if output.images:
         parts.append("figures shown to the user: " + ", ".join(output.images))
+    kept = "" if output.kernel_restarted else "; the kernel's state was kept"
     if output.status in {"timeout", "cpu_limit"}:
-        parts.append("the cell was interrupted (time limit); the kernel's state was kept")
+        parts.append(f"the cell was interrupted (time limit){kept}")
     if output.status == "disk_quota":
-        kept = "" if output.kernel_restarted else " (the kernel's state was kept)"
         parts.append(
-            f"the cell was interrupted{kept}: the workspace passed its disk quota. Delete "
-            "files that are no longer needed before writing more"
+            f"the cell grew the workspace past its disk quota and was stopped if still "
+            f"running{kept}. Delete files that are no longer needed before writing more"
         )
     if output.error is not None:
         parts.append(f"error: {output.error.name}: {output.error.value}\n{output.error.traceback}")
