@@ -397,6 +397,7 @@ async def test_an_endless_request_head_is_refused_without_being_held(
 
     assert peak_rss() - before < 16 * 1024 * 1024
     assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+    assert b"Invalid HTTP request received." in answer, answer[:200]  # from h11, not from us
 
 
 async def test_a_big_but_reasonable_request_head_is_fine(server: LiveServer) -> None:

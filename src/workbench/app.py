@@ -13,6 +13,7 @@ from chatkit.types import is_streaming_req
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from workbench.agent.models import ModelCatalog
 from workbench.config import Settings, load_settings
@@ -155,12 +156,15 @@ def _check_content_type(request: Request) -> None:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(
-                413, "request_too_large", f"The request body is larger than {limit} bytes."
-            )
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise ApiError(
+                    413, "request_too_large", f"The request body is larger than {limit} bytes."
+                )
+    except ClientDisconnect:  # gone, or cut off by the HTTP layer: nobody to answer at length
+        raise ApiError(400, "invalid_request", "The request body did not arrive whole.") from None
     return bytes(body)
 
 
