@@ -230,12 +230,10 @@ class KernelManager:
             yield check
         finally:
             watcher.cancel()
-            try:
-                await watcher
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # the cell's outcome matters more than a failed measurement
-                logger.exception("measuring the workspace %s failed", workspace)
+            await asyncio.wait([watcher])  # a Stop arriving meanwhile still cancels us
+            if not watcher.cancelled() and (error := watcher.exception()) is not None:
+                # The cell's outcome matters more than a failed measurement.
+                logger.error("measuring the workspace %s failed", workspace, exc_info=error)
             used_after = await asyncio.to_thread(disk_usage, workspace)
             check.measured(used_after)  # a short cell is done before the first measurement
             self._disk[key] = _DiskAllowance(excess, used_after)
