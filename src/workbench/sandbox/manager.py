@@ -36,7 +36,7 @@ from workbench.sandbox.kernel import (
     KernelStuckError,
     StrayProcessesError,
 )
-from workbench.sandbox.workspaces import FileInfo, Workspaces, disk_usage
+from workbench.sandbox.workspaces import FileInfo, Workspaces, disk_usage, scan
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class _QuotaCheck:
 
 @dataclass
 class _DiskAllowance:
-    excess: int  # bytes over the quota that arrived between cells (attachments, say)
-    used_after: int  # bytes the workspace took when its last cell ended
+    limit: int  # what the last cell ran under: over the quota by what came between cells
+    used_after: int  # bytes the workspace took when that cell ended
 
 
 @dataclass
@@ -163,28 +163,35 @@ class KernelManager:
                 kernel = await self._kernel_for(key)
                 state_lost = self._ended.pop(key, None)
             self._kernels.move_to_end(key)
-            before = Workspaces.snapshot(kernel.workspace)
-            output = await self._execute(key, kernel)(code)
+            before = await asyncio.to_thread(scan, kernel.workspace)
+            quota = self._quota_check(key, before.used)
+            try:
+                output = await self._execute(key, kernel, quota)(code)
+            finally:  # a cut-short cell's bytes count towards the next one's limit too
+                after = await asyncio.to_thread(scan, kernel.workspace)
+                self._settle_quota(key, quota, after.used)
+            if quota.passed and output.status == "ok":
+                output.status = "disk_quota"  # ended before a measurement caught it
             if output.kernel_restarted:
                 state_lost = "the cell's kernel had to be restarted"
-            after = Workspaces.snapshot(kernel.workspace)
-            changed = [info for path, info in sorted(after.items()) if before.get(path) != info]
+            changed = [
+                info for path, info in sorted(after.files.items()) if before.files.get(path) != info
+            ]
             return CellRun(output, changed, state_lost)
 
-    def _execute(self, key: Key, kernel: Kernel) -> Callable[[str], Awaitable[CellOutput]]:
+    def _execute(
+        self, key: Key, kernel: Kernel, quota: _QuotaCheck
+    ) -> Callable[[str], Awaitable[CellOutput]]:
         async def run(code: str) -> CellOutput:
             try:
-                async with self._quota_watch(key, kernel.workspace) as quota:
-                    output = await kernel.execute(
+                async with self._watching(kernel.workspace, quota):
+                    return await kernel.execute(
                         code,
                         time_limit=self.settings.sandbox_timeout,
                         cpu_seconds=self.settings.sandbox_cpu_seconds,
                         max_chars=self.settings.tool_output_chars * 4,
                         stop_when=quota.stop_reason,
                     )
-                if quota.passed and output.status == "ok":
-                    output.status = "disk_quota"
-                return output
             except KernelDiedError:
                 await self._retire(key, "the Python kernel stopped unexpectedly")
                 return CellOutput(status="crashed", kernel_restarted=True)
@@ -198,25 +205,31 @@ class KernelManager:
 
         return run
 
-    @contextlib.asynccontextmanager
-    async def _quota_watch(self, key: Key, workspace: Path) -> AsyncIterator[_QuotaCheck]:
-        """While a cell runs, and once it ends, whether it grew the workspace past its quota.
+    # -- the workspace's disk quota -----------------------------------------------------------
+    #
+    # A soft limit against runaway cells: the file system has no per-folder quota, so usage is
+    # measured before a cell, a few times a second while it runs (less often when the walk
+    # itself is slow) and once it ends. A cell that writes fast overshoots by what it writes
+    # in that time, within RLIMIT_FSIZE per file. Bytes that arrive between cells (an
+    # attachment copied in) may take a workspace over its quota; a cell's own overshoot never
+    # raises the limit for the next one. A workspace over its limit still runs cells that do
+    # not grow it, to clean up, say.
 
-        A soft limit against runaway cells: the file system has no per-folder quota, so usage
-        is measured a few times a second (less often when the walk itself is slow), and a cell
-        that writes fast overshoots by what it writes in that time, within RLIMIT_FSIZE per
-        file. Bytes that arrive between cells (an attachment copied in) may take a workspace
-        over its quota; a cell's own overshoot never raises the limit for the next one. A
-        workspace over its limit still runs cells that do not grow it, to clean up, say.
-        """
+    def _quota_check(self, key: Key, used: int) -> _QuotaCheck:
         quota = self.settings.workspace_quota_mb * 1024 * 1024
-        used = await asyncio.to_thread(disk_usage, workspace)
-        previous = self._disk.get(key)
         excess = max(0, used - quota)
+        previous = self._disk.get(key)
         if previous is not None:
-            excess = min(excess, previous.excess + max(0, used - previous.used_after))
-        check = _QuotaCheck(limit=quota + excess, start=used)
+            grown_between_cells = max(0, used - previous.used_after)
+            excess = min(excess, previous.limit - quota + grown_between_cells)
+        return _QuotaCheck(limit=quota + excess, start=used)
 
+    def _settle_quota(self, key: Key, check: _QuotaCheck, used_after: int) -> None:
+        check.measured(used_after)
+        self._disk[key] = _DiskAllowance(check.limit, used_after)
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, workspace: Path, check: _QuotaCheck) -> AsyncIterator[None]:
         async def watch() -> None:
             pause = _QUOTA_POLL_SECONDS
             while not check.passed:
@@ -227,16 +240,13 @@ class KernelManager:
 
         watcher = asyncio.ensure_future(watch())
         try:
-            yield check
+            yield
         finally:
             watcher.cancel()
             await asyncio.wait([watcher])  # a Stop arriving meanwhile still cancels us
             if not watcher.cancelled() and (error := watcher.exception()) is not None:
                 # The cell's outcome matters more than a failed measurement.
                 logger.error("measuring the workspace %s failed", workspace, exc_info=error)
-            used_after = await asyncio.to_thread(disk_usage, workspace)
-            check.measured(used_after)  # a short cell is done before the first measurement
-            self._disk[key] = _DiskAllowance(excess, used_after)
 
     async def forget_thread(self, user_id: str, thread_id: str) -> None:
         """The thread is gone: stop its kernel and delete its workspace."""

@@ -66,45 +66,46 @@ class Workspaces:
             raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
         return target
 
-    @staticmethod
-    def snapshot(workspace: Path, limit: int = 10_000) -> dict[str, FileInfo]:
-        """Regular files under ``workspace`` (symlinks not followed), at most ``limit``."""
-        found: dict[str, FileInfo] = {}
-        for directory, subdirectories, files in os.walk(workspace, followlinks=False):
-            subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
-            for name in files:
-                full = Path(directory) / name
-                try:
-                    stat = full.lstat()
-                except OSError:
-                    continue
-                if not full.is_symlink() and full.is_file():
-                    relative = full.relative_to(workspace).as_posix()
-                    found[relative] = FileInfo(relative, stat.st_size, stat.st_mtime_ns)
-                if len(found) >= limit:
-                    return found
-        return found
+
+@dataclass(frozen=True)
+class WorkspaceScan:
+    files: dict[str, FileInfo]  # regular files outside hidden folders, at most FILES_LISTED
+    used: int  # bytes on disk: every entry, hidden ones too, at least one block each
+
+
+FILES_LISTED = 10_000
+
+
+def scan(workspace: Path, *, list_files: bool = True) -> WorkspaceScan:
+    """One walk of ``workspace``, links not followed: what files it holds, what disk it takes.
+
+    Each entry counts at least one block, so a flood of empty files counts too; hidden
+    folders (``.outputs``, a virtualenv) count like any other, but what is in them is not
+    listed.
+    """
+    files: dict[str, FileInfo] = {}
+    used = 0
+    folders = [(workspace, list_files)]
+    while folders:
+        folder, listed = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):  # gone since it was listed
+                        info = entry.stat(follow_symlinks=False)
+                        used += max(info.st_blocks * 512, _BLOCK)
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append((Path(entry.path), listed and entry.name[0] != "."))
+                        elif listed and stat.S_ISREG(info.st_mode) and len(files) < FILES_LISTED:
+                            relative = Path(entry.path).relative_to(workspace).as_posix()
+                            files[relative] = FileInfo(relative, info.st_size, info.st_mtime_ns)
+        except OSError:
+            continue
+    return WorkspaceScan(files, used)
 
 
 def disk_usage(workspace: Path) -> int:
-    """Bytes that everything under ``workspace`` takes on disk, links not followed.
-
-    Each entry counts at least one block, so a flood of empty files counts too; hidden
-    folders (``.outputs``, a virtualenv) count like any other.
-    """
-    total = 0
-    folders = [workspace]
-    while folders:
-        try:
-            with os.scandir(folders.pop()) as entries:
-                for entry in entries:
-                    with contextlib.suppress(OSError):  # gone since it was listed
-                        total += max(entry.stat(follow_symlinks=False).st_blocks * 512, _BLOCK)
-                        if entry.is_dir(follow_symlinks=False):
-                            folders.append(Path(entry.path))
-        except OSError:
-            continue
-    return total
+    return scan(workspace, list_files=False).used
 
 
 def open_existing_file(workspace: Path, folder: str, name: str) -> int | None:
