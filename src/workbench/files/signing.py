@@ -113,16 +113,6 @@ class UrlSigner:
             return SignatureStatus.EXPIRED
         return SignatureStatus.VALID
 
-    def verify(
-        self,
-        path: str,
-        owner: str,
-        exp: str | None,
-        sig: str | None,
-        params: Mapping[str, str] | None = None,
-    ) -> bool:
-        return self.check(path, owner, exp, sig, params) is SignatureStatus.VALID
-
     def refresh_links(
         self, json_text: str, owner: str, base_url: str, prefixes: Iterable[str]
     ) -> str:
