@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from agents import FunctionTool
 from chatkit.types import Page, ThreadItem, ThreadStreamEvent
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ from workbench.agent.models import ModelCatalog
 from workbench.agent.response_events import OutputPart, Text, response_events
 from workbench.app import create_app
 from workbench.config import Settings
+from workbench.plugins import FunctionToolPlugin
 from workbench.server import WorkbenchServer
 from workbench.serving import UVICORN_OPTIONS
 
@@ -81,6 +83,13 @@ class LiveServer(_ThreadedUvicorn):
         """The app's ChatKit server (exists once the server has started)."""
         server: WorkbenchServer = self.app.state.server
         return server
+
+    def add_tool(self, tool: FunctionTool) -> None:
+        """Offer ``tool`` too, in place of a tool of that name (whose demo trigger it keeps)."""
+        toolset = self.workbench.toolset
+        old = toolset.get(tool.name)
+        trigger = old.demo_trigger if old is not None else None
+        self.workbench.toolset = toolset.replacing(FunctionToolPlugin(tool, trigger))
 
     @property
     def url(self) -> str:

@@ -29,10 +29,10 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from workbench.agent.demo import PYTHON_TOOL
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.server import CANCELLED_NOTE
+from workbench.tools.python import TOOL_NAME as PYTHON_TOOL
 
 SLOW_TEXT = "Here is the first part of a long answer, streamed slowly so it can be stopped."
 
@@ -124,7 +124,7 @@ async def test_disconnect_stops_the_run_and_keeps_the_partial_answer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls: list[str] = []
-    provider.workbench.tools.append(recording_tool(calls))
+    provider.add_tool(recording_tool(calls))
     slow = responses_step(
         [Text(SLOW_TEXT), FunctionCall("save_note", '{"note": "never"}', call_id="call_n1")],
         delay=0.08,
@@ -181,7 +181,7 @@ async def test_stop_while_the_server_saves_an_item_still_stops_the_run(
     """The Stop can land while the SDK awaits the store (saving a finished message) rather than
     while it waits for the model: the run must stop all the same."""
     calls: list[str] = []
-    provider.workbench.tools.append(recording_tool(calls))
+    provider.add_tool(recording_tool(calls))
     store = provider.workbench.store
     save = store.add_thread_item
 
@@ -276,7 +276,7 @@ async def test_stopping_a_running_tool_cancels_it(
         return "finished"
 
     with running(LiveServer(settings)) as live:
-        live.workbench.tools.append(slow_python)
+        live.add_tool(slow_python)
         body = create_thread("Run this:\n```python\nprint('hi')\n```")
         events: list[Any] = []
 

@@ -94,7 +94,7 @@ async def test_max_turns_is_a_readable_error(
         *[responses_step([FunctionCall("again", "{}", call_id=f"c{i}")]) for i in range(3)]
     )
     with running(LiveServer(settings)) as live:
-        live.workbench.tools.append(again)
+        live.add_tool(again)
         events = await stream_events(http, live.url, create_thread("loop forever"))
     errors = [e for e in events if e.type == "error"]
     assert len(errors) == 1

@@ -42,12 +42,12 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from workbench.agent.context import WorkbenchContext
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.files.downloads import workspace_file_path
 from workbench.files.signing import SignatureStatus, UrlSigner
+from workbench.plugins import TurnContext
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
 from workbench.tools import files as file_tools
@@ -63,7 +63,7 @@ class Harness:
     tools: FileTools
     signer: UrlSigner
     workspaces: Workspaces
-    context: WorkbenchContext
+    context: TurnContext
     owner: str
     thread_id: str
     ws: Path  # this thread's workspace
@@ -106,11 +106,9 @@ class Harness:
         assert (self.other_ws / "secret.txt").read_text() == "OTHER THREAD SECRET"
 
 
-def make_context(store: PostgresStore, owner: str, thread_id: str) -> WorkbenchContext:
+def make_context(store: PostgresStore, owner: str, thread_id: str) -> TurnContext:
     thread = ThreadMetadata(id=thread_id, created_at=datetime.now())
-    return WorkbenchContext(
-        thread=thread, store=store, request_context=RequestContext(owner, BASE_URL)
-    )
+    return TurnContext(thread=thread, store=store, request_context=RequestContext(owner, BASE_URL))
 
 
 @pytest.fixture

@@ -127,7 +127,7 @@ async def test_function_call_runs_the_tool_once(
     provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
 ) -> None:
     calls: list[str] = []
-    provider.workbench.tools.append(recording_tool(calls))
+    provider.add_tool(recording_tool(calls))
     arguments = '{"city": "Lisbon"}'
     scripted_openai.script(
         responses_step([FunctionCall("look_up_weather", arguments, call_id="call_w1")],
@@ -426,7 +426,7 @@ async def test_chat_completions_tool_call(
     chat_provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
 ) -> None:
     calls: list[str] = []
-    chat_provider.workbench.tools.append(recording_tool(calls))
+    chat_provider.add_tool(recording_tool(calls))
     scripted_openai.script(
         chat_step(tool_call=("call_c1", "look_up_weather", '{"city": "Oslo"}')),
         chat_step("Sunny in Oslo."),

@@ -28,7 +28,6 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from workbench.agent.demo import PYTHON_TOOL
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.files.attachments import (
@@ -40,6 +39,7 @@ from workbench.files.signing import UrlSigner, load_or_create_secret
 from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
+from workbench.tools.python import TOOL_NAME as PYTHON_TOOL
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # binary, NULs included
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n"

@@ -38,12 +38,12 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from workbench.agent.demo import PYTHON_TOOL
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.manager import KernelManager
 from workbench.sandbox.workspaces import Workspaces
+from workbench.tools.python import TOOL_NAME as PYTHON_TOOL
 
 SANDBOX_PROBLEM = sandbox_problem()
 pytestmark = pytest.mark.skipif(

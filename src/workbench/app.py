@@ -31,8 +31,8 @@ from workbench.server import WorkbenchServer
 from workbench.sse import EventStreamResponse, error_event
 from workbench.store import DeletedThread, PostgresStore, open_database
 from workbench.store.migrations import pending_migrations
-from workbench.tools.files import FileTools
-from workbench.tools.python import PythonTool
+from workbench.tools.registry import build_toolset
+from workbench.tools.services import ToolServices
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +70,10 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             app.state.workspaces = workspaces
             app.state.kernels = kernels
             app.state.attachments = attachments
+            services = ToolServices(settings, models.provider, kernels, workspaces, signer, blobs)
             app.state.server = WorkbenchServer(
-                store, settings, models, attachments, workspaces,
-                tools=[
-                    PythonTool(kernels, signer, settings).tool(),
-                    *FileTools(workspaces, signer, settings).tools(),
-                ],
-            )  # fmt: skip
+                store, settings, models, attachments, workspaces, build_toolset(services)
+            )
             try:
                 yield
             finally:

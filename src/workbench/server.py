@@ -10,7 +10,6 @@ from datetime import datetime
 
 from agents import (
     Agent,
-    FunctionTool,
     ModelRefusalError,
     ModelSettings,
     RunConfig,
@@ -46,7 +45,6 @@ from chatkit.types import (
 from openai.types.shared import Reasoning
 
 from workbench.agent.activity import ToolActivity
-from workbench.agent.context import WorkbenchContext
 from workbench.agent.converter import WorkbenchConverter
 from workbench.agent.errors import stream_error
 from workbench.agent.models import ModelCatalog
@@ -57,9 +55,9 @@ from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
 from workbench.files.downloads import refresh_download_links
+from workbench.plugins import Toolset, TurnContext
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
-from workbench.tools.python import stopped_cell
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ class UnknownToolError(ValueError):
 class _ActiveRun:
     session: TranscriptSession
     input: list[TResponseInputItem]
-    context: WorkbenchContext
+    context: TurnContext
 
 
 class WorkbenchServer(ChatKitServer[RequestContext]):
@@ -94,14 +92,14 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         catalog: ModelCatalog,
         attachments: WorkbenchAttachmentStore,
         workspaces: Workspaces,
-        tools: list[FunctionTool] | None = None,
+        toolset: Toolset | None = None,
     ) -> None:
         super().__init__(store, attachments)
         self.attachments = attachments
         self.settings = settings
         self.catalog = catalog
         self.workspaces = workspaces
-        self.tools: list[FunctionTool] = list(tools or [])
+        self.toolset = toolset or Toolset([])
         # One response runs per thread at a time (the HTTP layer enforces it), so the thread
         # id identifies the run that a cancellation belongs to.
         self._active: dict[str, _ActiveRun] = {}
@@ -159,7 +157,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         """Raise ValueError for a model or tool this server does not offer."""
         self.catalog.resolve(options.model)
         if options.tool_choice is not None:
-            names = [getattr(tool, "name", "") for tool in self.tools]
+            names = self.toolset.ids
             if options.tool_choice.id not in names:
                 available = ", ".join(names) or "none"
                 raise UnknownToolError(
@@ -189,7 +187,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             await session.rewind()  # threads.retry_after_item: answer this message afresh
         converter = WorkbenchConverter(self.attachments, self.workspaces, context, thread.id)
         agent_input = await converter.to_agent_input(message) if message else []
-        agent_context = WorkbenchContext(thread=thread, store=self.store, request_context=context)
+        agent_context = TurnContext(thread=thread, store=self.store, request_context=context)
         result = Runner.run_streamed(
             self._agent(
                 model_name, options.tool_choice.id if options and options.tool_choice else None
@@ -205,7 +203,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         adapted = AdaptedRun(
             result,
             lambda: self.store.generate_item_id("message", thread, context),
-            ToolActivity(agent_context),
+            ToolActivity(agent_context, self.toolset),
         )
         try:
             async for event in stream_agent_response(agent_context, adapted):  # type: ignore[arg-type]
@@ -231,7 +229,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
                 self.catalog, _plain_text(input_user_message), self.settings.title_model
             )
 
-    def _agent(self, model_name: str, tool_choice: str | None) -> Agent[WorkbenchContext]:
+    def _agent(self, model_name: str, tool_choice: str | None) -> Agent[TurnContext]:
         reasoning = None
         if self.catalog.provider == "openai" and (
             self.settings.reasoning_effort or self.settings.reasoning_summary
@@ -239,15 +237,15 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             reasoning = Reasoning(
                 effort=self.settings.reasoning_effort, summary=self.settings.reasoning_summary
             )
-        instructions = INSTRUCTIONS
+        instructions = "\n\n".join(filter(None, [INSTRUCTIONS, self.toolset.instructions()]))
         if self.settings.instructions:
             instructions += "\n\n" + self.settings.instructions
-        return Agent[WorkbenchContext](
+        return Agent[TurnContext](
             name="Workbench",
             instructions=instructions,
-            model=self.catalog.model(model_name),
+            model=self.catalog.model(model_name, self.toolset.demo_triggers()),
             model_settings=ModelSettings(tool_choice=tool_choice, reasoning=reasoning),
-            tools=list(self.tools),
+            tools=self.toolset.tools(),
         )
 
     async def _latest_item(
@@ -266,10 +264,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         # state they reached. An upsert, because a Stop can land just after an item's insert
         # committed but before the SDK took it off its pending list.
         run = self._active.pop(thread.id, None)
-        cells = {cell.item.id: cell for cell in run.context.cells.values()} if run else {}
-        for item in pending_items:
-            if item.id in cells:  # a code cell: save the state it reached, marked stopped
-                item = stopped_cell(cells[item.id])
+        # Each tool decides what its items keep (a code cell: the state it reached, stopped).
+        kept = self.toolset.stopped(run.context, pending_items) if run else pending_items
+        for item in kept:
             if _worth_keeping(item):
                 await self.store.save_item(thread.id, item, context)
         await self.store.add_thread_item(
@@ -325,7 +322,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
 
 
 def _keep_refusal(
-    data: RunErrorHandlerInput[WorkbenchContext],
+    data: RunErrorHandlerInput[TurnContext],
 ) -> RunErrorHandlerResult:
     # The refusal already reached the user as an assistant message; left alone, the Agents
     # SDK ends the run with ModelRefusalError and the user gets an error event on top of it.

@@ -1,17 +1,16 @@
 """The offline demo model: deterministic, labeled, and streaming like a real one.
 
 Used when no model provider is configured, so the server runs (and the whole pipeline can be
-tried) with no key and no network. It echoes what it was asked, says clearly that it is a
-demo, and — when the user's message holds a fenced ```python block and the agent has the
-``execute_python`` tool — calls that tool with the code, streaming the arguments in chunks.
+tried) with no key and no network. It echoes what it was asked and says clearly that it is a
+demo. Each tool plug-in supplies a trigger (a fenced ```python block for the Python tool, a
+``calc:`` line for the calculator); when the user's message sets one off and the agent offers
+that tool, the model calls it, streaming the arguments in chunks, then reports the result.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from agents import Model, ModelResponse, ModelSettings, ModelTracing, Tool, Usage
@@ -23,13 +22,12 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 from pydantic import TypeAdapter
 
 from workbench.agent.response_events import FunctionCall, OutputPart, Text, response_events
+from workbench.plugins import DemoTrigger
 
 DEMO_MODEL_NAME = "workbench-demo"
 DEMO_LABEL = "[Demo model — no model provider is configured]"
-PYTHON_TOOL = "execute_python"
 
 _EVENT = TypeAdapter[ResponseStreamEvent](ResponseStreamEvent)
-_FENCED_PYTHON = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 
 
 class ScriptedReplyModel(Model):
@@ -100,25 +98,32 @@ class ScriptedReplyModel(Model):
 class DemoModel(ScriptedReplyModel):
     name = DEMO_MODEL_NAME
 
+    def __init__(self, triggers: Mapping[str, DemoTrigger] | None = None) -> None:
+        self._triggers = dict(triggers or {})
+
     def reply(
         self, input: str | list[TResponseInputItem], tool_names: set[str]
     ) -> list[OutputPart]:
-        return demo_reply(input, tool_names)
+        offered = {name: self._triggers[name] for name in tool_names if name in self._triggers}
+        return demo_reply(input, offered)
 
 
-def demo_reply(input: str | list[TResponseInputItem], tool_names: set[str]) -> list[OutputPart]:
+def demo_reply(
+    input: str | list[TResponseInputItem], triggers: Mapping[str, DemoTrigger]
+) -> list[OutputPart]:
     """What the demo model says to this input: deterministic, no randomness in the text."""
     items: list[Any] = [{"role": "user", "content": input}] if isinstance(input, str) else input
     last = items[-1] if items else {}
     if last.get("type") == "function_call_output":
         output = _text_of(last.get("output"))
-        return [Text(f"{DEMO_LABEL} The code ran. Its output:\n\n{output}")]
+        name = _called(items, last.get("call_id"))
+        return [Text(f"{DEMO_LABEL} `{name}` returned:\n\n{output}")]
 
     text = _last_user_text(items)
-    code = _FENCED_PYTHON.search(text)
-    if code and PYTHON_TOOL in tool_names:
-        arguments = json.dumps({"code": code.group(1)})
-        return [FunctionCall(PYTHON_TOOL, arguments, call_id=f"call_demo_{len(items)}")]
+    for name, trigger in triggers.items():
+        arguments = trigger(text)
+        if arguments is not None:
+            return [FunctionCall(name, arguments, call_id=f"call_demo_{len(items)}")]
 
     echo = text.strip() or "(an empty message)"
     return [
@@ -128,6 +133,14 @@ def demo_reply(input: str | list[TResponseInputItem], tool_names: set[str]) -> l
             "real model."
         )
     ]
+
+
+def _called(items: list[Any], call_id: Any) -> str:
+    for item in reversed(items):
+        is_call = isinstance(item, dict) and item.get("type") == "function_call"
+        if is_call and item.get("call_id") == call_id:
+            return str(item.get("name"))
+    return "the tool"
 
 
 def _last_user_text(items: list[Any]) -> str:

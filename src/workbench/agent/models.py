@@ -8,11 +8,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agents import Model, OpenAIChatCompletionsModel, OpenAIResponsesModel, set_tracing_disabled
 from openai import AsyncOpenAI
 
 from workbench.agent.demo import DEMO_MODEL_NAME, DemoModel
 from workbench.config import Settings
+from workbench.plugins import DemoTrigger
 
 _DEFAULT_MODEL = {"openai": "gpt-5-mini", "chat_completions": "llama3.2", "demo": DEMO_MODEL_NAME}
 
@@ -45,9 +48,10 @@ class ModelCatalog:
             )
         return requested
 
-    def model(self, name: str) -> Model:
+    def model(self, name: str, demo_triggers: Mapping[str, DemoTrigger] | None = None) -> Model:
+        """The model called ``name``; the demo model calls tools when their trigger fires."""
         if self.provider == "demo":
-            return DemoModel()
+            return DemoModel(demo_triggers)
         assert self.client is not None
         if self.provider == "openai":
             return OpenAIResponsesModel(model=name, openai_client=self.client)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
@@ -51,11 +51,12 @@ from chatkit.types import (
     WidgetItem,
 )
 
-from workbench.agent.context import WorkbenchContext
 from workbench.config import Settings
 from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
+from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces, disk_usage
+from workbench.tools.services import ToolServices
 from workbench.widgets import FileView, file_list_widget, format_size
 
 LIST_FILES = "list_files"
@@ -63,7 +64,8 @@ READ_FILE = "read_file"
 WRITE_FILE = "write_file"
 DELETE_FILE = "delete_file"
 WIDGET_TOOLS = frozenset({LIST_FILES, WRITE_FILE})
-"""File tools that show the user a widget of their own (so no workflow task for them)."""
+"""File tools that show the user a widget of their own (so no workflow task for them: a
+widget ends the open workflow, which would save their task still spinning)."""
 
 MOUNT = "/workspace"  # where the kernel sees the workspace; accepted as a path prefix
 NAME_MAX = 255  # bytes per path component (Linux)
@@ -677,7 +679,7 @@ class FileTools:
 
     def tools(self) -> list[FunctionTool]:
         @function_tool(name_override=LIST_FILES, description_override=_LIST_DESCRIPTION)
-        async def list_files(context: ToolContext[WorkbenchContext], path: str = ".") -> str:
+        async def list_files(context: ToolContext[TurnContext], path: str = ".") -> str:
             """
             Args:
                 path: A folder or file, relative to the workspace ("." for all of it).
@@ -686,7 +688,7 @@ class FileTools:
 
         @function_tool(name_override=READ_FILE, description_override=_READ_DESCRIPTION)
         async def read_file(
-            context: ToolContext[WorkbenchContext], path: str, offset: int = 0, limit: int = 200
+            context: ToolContext[TurnContext], path: str, offset: int = 0, limit: int = 200
         ) -> str:
             """
             Args:
@@ -697,9 +699,7 @@ class FileTools:
             return await self.read_file(context.context, path, offset, limit)
 
         @function_tool(name_override=WRITE_FILE, description_override=_WRITE_DESCRIPTION)
-        async def write_file(
-            context: ToolContext[WorkbenchContext], path: str, content: str
-        ) -> str:
+        async def write_file(context: ToolContext[TurnContext], path: str, content: str) -> str:
             """
             Args:
                 path: The file to create or replace, relative to the workspace.
@@ -708,7 +708,7 @@ class FileTools:
             return await self.write_file(context.context, path, content)
 
         @function_tool(name_override=DELETE_FILE, description_override=_DELETE_DESCRIPTION)
-        async def delete_file(context: ToolContext[WorkbenchContext], path: str) -> str:
+        async def delete_file(context: ToolContext[TurnContext], path: str) -> str:
             """
             Args:
                 path: The file (or empty folder) to delete, relative to the workspace.
@@ -719,7 +719,7 @@ class FileTools:
 
     # Each returns the text the model reads, errors included.
 
-    async def list_files(self, context: WorkbenchContext, path: str = ".") -> str:
+    async def list_files(self, context: TurnContext, path: str = ".") -> str:
         await _progress(context, "book-open", f"Listing {_label(path, 'files')}…")
         try:
             parts = workspace_parts(path)
@@ -743,7 +743,7 @@ class FileTools:
         return listing_text(listing, parts, self._settings.tool_output_chars, len(views))
 
     async def read_file(
-        self, context: WorkbenchContext, path: str, offset: int = 0, limit: int = 200
+        self, context: TurnContext, path: str, offset: int = 0, limit: int = 200
     ) -> str:
         await _progress(context, "document", f"Reading {_label(path, 'a file')}…")
         if offset < 0:
@@ -758,7 +758,7 @@ class FileTools:
         max_chars = max(READ_MAX_CHARS, self._settings.tool_output_chars)
         return page_text(page, _joined(parts), offset, min(limit, READ_MAX_LIMIT), max_chars)
 
-    async def write_file(self, context: WorkbenchContext, path: str, content: str) -> str:
+    async def write_file(self, context: TurnContext, path: str, content: str) -> str:
         await _progress(context, "write", f"Writing {_label(path, 'a file')}…")
         try:
             parts = _file_parts(path)
@@ -791,7 +791,7 @@ class FileTools:
             "it with a download link."
         )
 
-    async def delete_file(self, context: WorkbenchContext, path: str) -> str:
+    async def delete_file(self, context: TurnContext, path: str) -> str:
         await _progress(context, "page-blank", f"Deleting {_label(path, 'a file')}…")
         try:
             parts = _file_parts(path)
@@ -809,7 +809,7 @@ class FileTools:
 
     async def _on_disk(
         self,
-        context: WorkbenchContext,
+        context: TurnContext,
         verb: str,
         path: str,
         operation: Callable[Concatenate[Path, P], T],
@@ -834,14 +834,14 @@ class FileTools:
                 raise FileToolError(f"Cannot {verb} {shown(path)}: no space left.") from None
             raise FileToolError(f"Cannot {verb} {shown(path)}: {_reason(error)}.") from None
 
-    def _url(self, context: WorkbenchContext, relative: str) -> str:
+    def _url(self, context: TurnContext, relative: str) -> str:
         request = context.request_context
         return workspace_file_url(
             self._signer, request.base_url, request.user_id, context.thread.id, relative
         )
 
     async def _show(
-        self, context: WorkbenchContext, files: list[FileView], title: str, note: str | None
+        self, context: TurnContext, files: list[FileView], title: str, note: str | None
     ) -> None:
         item = WidgetItem(
             id=context.generate_id("message"),
@@ -872,5 +872,27 @@ def _label(path: str, fallback: str) -> str:
     return name if len(name) <= 60 else "…" + name[-59:]
 
 
-async def _progress(context: WorkbenchContext, icon: IconName, text: str) -> None:
+async def _progress(context: TurnContext, icon: IconName, text: str) -> None:
     await context.stream(ProgressUpdateEvent(icon=icon, text=text))
+
+
+class FileToolPlugin(ToolPlugin):
+    """One of the file tools; those with a widget of their own show no workflow task."""
+
+    def __init__(self, tool: FunctionTool) -> None:
+        self.id = tool.name
+        self._tool = tool
+        self._own_widget = tool.name in WIDGET_TOOLS
+        self.widget_templates = ("file_list",) if self._own_widget else ()
+
+    def tool(self) -> FunctionTool:
+        return self._tool
+
+    async def call_started(self, turn: TurnContext, item: Any) -> None:
+        if not self._own_widget:
+            await super().call_started(turn, item)
+
+
+def plugins(services: ToolServices) -> list[ToolPlugin]:
+    tools = FileTools(services.workspaces, services.signer, services.settings)
+    return [FileToolPlugin(tool) for tool in tools.tools()]

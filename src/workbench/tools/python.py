@@ -1,7 +1,7 @@
 """``execute_python``: run code in the thread's sandboxed, stateful kernel.
 
-The user watches it in one widget: the code as the model writes it (fed by the stream adapter
-in ``agent/activity.py``), then running, then the outcome with output, images, tables and
+
+
 download links. The model gets a bounded text summary that says what was cut.
 """
 
@@ -10,29 +10,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import jiter
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
 from chatkit.types import (
     ProgressUpdateEvent,
+    ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
     WidgetItem,
     WidgetRootUpdated,
+    WidgetStreamingTextValueDelta,
 )
 
-from workbench.agent.context import CodeCell, WorkbenchContext
 from workbench.config import Settings
 from workbench.files.downloads import open_workspace_file, workspace_file_url
 from workbench.files.signing import UrlSigner
+from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
 from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
+from workbench.tools.services import ToolServices
 from workbench.widgets import (
+    CODE_COMPONENT_ID,
     CellStatus,
     CellView,
     ErrorView,
@@ -48,6 +56,7 @@ from workbench.widgets import (
 TOOL_NAME = "execute_python"
 _CSV_PREVIEW_BYTES = 64 * 1024
 _CODE_ON_SCREEN_WITHIN = 10.0  # seconds a cell waits for its code to reach the user
+_FENCED_PYTHON = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 _STATUS: dict[str, CellStatus] = {
     "ok": "done", "error": "error", "timeout": "timed_out", "cpu_limit": "timed_out",
     "disk_quota": "error", "interrupted": "stopped", "crashed": "error",
@@ -61,7 +70,32 @@ plt.show() or left as the last expression appears to the user. There is no netwo
 Each call has time and memory limits; long output is cut."""
 
 
-def new_cell_item(context: WorkbenchContext) -> WidgetItem:
+@dataclass
+class CodeCell:
+    """One ``execute_python`` call's widget, from the first streamed character to the end."""
+
+    item: WidgetItem
+    view: CellView
+    arguments: str = ""  # the raw JSON arguments streamed so far
+    # Set once the user has been sent all of the code. The tool waits for it: an in-process
+    # model finishes writing long before the client has been sent what it wrote, and the
+    # code must be on screen before the cell shows as running.
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Cells:
+    """This turn's cells, by tool call id, and the provider item id of each call."""
+
+    by_call: dict[str, CodeCell] = field(default_factory=dict)
+    call_of_item: dict[str, str] = field(default_factory=dict)
+
+
+def plugins(services: ToolServices) -> list[ToolPlugin]:
+    return [PythonTool(services.kernels, services.signer, services.settings)]
+
+
+def new_cell_item(context: TurnContext) -> WidgetItem:
     view = CellView()
     return WidgetItem(
         id=context.generate_id("message"),
@@ -78,7 +112,10 @@ def stopped_cell(cell: CodeCell) -> WidgetItem:
     return cell.item.model_copy(update={"widget": python_cell_widget(view), "copy_text": view.code})
 
 
-class PythonTool:
+class PythonTool(ToolPlugin):
+    id = TOOL_NAME
+    widget_templates = ("python_cell",)
+
     def __init__(self, kernels: KernelManager, signer: UrlSigner, settings: Settings) -> None:
         self._kernels = kernels
         self._signer = signer
@@ -86,7 +123,7 @@ class PythonTool:
 
     def tool(self) -> FunctionTool:
         @function_tool(name_override=TOOL_NAME, description_override=_DESCRIPTION)
-        async def execute_python(context: ToolContext[WorkbenchContext], code: str) -> str:
+        async def execute_python(context: ToolContext[TurnContext], code: str) -> str:
             """
             Args:
                 code: The Python code to run.
@@ -95,11 +132,58 @@ class PythonTool:
 
         return execute_python
 
-    async def run(self, context: WorkbenchContext, call_id: str, code: str) -> str:
-        cell = context.cells.get(call_id)
+    def demo_trigger(self, text: str) -> str | None:
+        code = _FENCED_PYTHON.search(text)
+        return json.dumps({"code": code.group(1)}) if code else None
+
+    # -- the cell widget while the model writes the code ----------------------------------
+
+    async def call_started(self, turn: TurnContext, item: Any) -> None:
+        cell = CodeCell(new_cell_item(turn), CellView())
+        cells = _cells(turn)
+        cells.by_call[item.call_id] = cell
+        cells.call_of_item[item.id] = item.call_id
+        await turn.stream(ThreadItemAddedEvent(item=cell.item))
+
+    async def call_event(self, turn: TurnContext, event: Any) -> None:
+        if event.type != "response.function_call_arguments.delta":
+            return
+        cells = _cells(turn)
+        cell = cells.by_call.get(cells.call_of_item.get(event.item_id, ""))
+        if cell is None:
+            return
+        cell.arguments += event.delta
+        code = _partial_code(cell.arguments)
+        if code is None or len(code) <= len(cell.view.code) or not code.startswith(cell.view.code):
+            return
+        added = code[len(cell.view.code) :]
+        cell.view = dataclasses.replace(cell.view, code=code)
+        update = WidgetStreamingTextValueDelta(
+            component_id=CODE_COMPONENT_ID, delta=added, done=False
+        )
+        await turn.stream(ThreadItemUpdatedEvent(item_id=cell.item.id, update=update))
+
+    async def call_written(self, turn: TurnContext, item: Any) -> None:
+        cells = _cells(turn)
+        cell = cells.by_call.get(cells.call_of_item.get(item.id or "", ""))
+        if cell is not None:
+            cell.written.set()
+
+    async def call_output(self, turn: TurnContext, call_id: str, output: Any) -> None:
+        return None  # the cell widget already shows the outcome
+
+    def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
+        cells = {cell.item.id: cell for cell in _cells(turn).by_call.values()}
+        return [stopped_cell(cells[item.id]) if item.id in cells else item for item in items]
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self, context: TurnContext, call_id: str, code: str) -> str:
+        cells = _cells(context)
+        cell = cells.by_call.get(call_id)
         if cell is None:  # the provider streamed no arguments (or a client replayed a call)
             cell = CodeCell(new_cell_item(context), CellView())
-            context.cells[call_id] = cell
+            cells.by_call[call_id] = cell
             await context.stream(ThreadItemAddedEvent(item=cell.item))
         else:
             with contextlib.suppress(TimeoutError):
@@ -125,7 +209,7 @@ class PythonTool:
         await self._finish(context, cell, view)
         return model_summary(run, self._settings.tool_output_chars)
 
-    async def _show(self, context: WorkbenchContext, cell: CodeCell, view: CellView) -> None:
+    async def _show(self, context: TurnContext, cell: CodeCell, view: CellView) -> None:
         cell.view = view
         cell.item = cell.item.model_copy(update={"widget": python_cell_widget(view)})
         await context.stream(
@@ -134,7 +218,7 @@ class PythonTool:
             )
         )
 
-    async def _finish(self, context: WorkbenchContext, cell: CodeCell, view: CellView) -> None:
+    async def _finish(self, context: TurnContext, cell: CodeCell, view: CellView) -> None:
         cell.view = view
         cell.item = cell.item.model_copy(
             update={"widget": python_cell_widget(view), "copy_text": view.code}
@@ -262,3 +346,17 @@ def _bounded(text: str, limit: int) -> str:
     note = f"\n[... {len(text) - limit} characters cut from the middle ...]\n"
     keep = max(0, limit - len(note))
     return text[: keep // 2] + note + text[len(text) - (keep - keep // 2) :]
+
+
+def _cells(turn: TurnContext) -> _Cells:
+    return turn.state(TOOL_NAME, _Cells)
+
+
+def _partial_code(arguments: str) -> str | None:
+    """The ``code`` argument as far as it has arrived (the JSON is still incomplete)."""
+    try:
+        parsed = jiter.from_json(arguments.encode(), partial_mode="trailing-strings")
+    except ValueError:
+        return None  # mid-escape: wait for the next delta
+    code = parsed.get("code") if isinstance(parsed, dict) else None
+    return code if isinstance(code, str) else None

@@ -1,0 +1,188 @@
+"""The tool plug-in seam: what every tool supplies, and the turn context it works in.
+
+Neutral ground between ``agent/`` (which runs the model and dispatches what it streams) and
+``tools/`` (one module per tool): neither imports the other, both import this.
+
+* ``TurnContext`` is the Agents SDK run context of one response: ChatKit's ``AgentContext``
+  plus a slot of state per plug-in and the workflow tasks plug-ins show.
+* ``ToolPlugin`` is one tool: its id (the function name the model sees, or the hosted tool's
+  type), its Agents SDK definition, its line of instructions, how its call shows while the
+  model streams it, what a Stop keeps of its items, its widget-action handlers and its
+  demo-model trigger. The defaults show a call as a workflow task that completes with a
+  preview of the output; a plug-in overrides only what it shows differently.
+* ``Toolset`` is the plug-ins of one server, built by ``tools.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from agents import FunctionTool, Tool
+from chatkit.agents import AgentContext
+from chatkit.types import CustomTask, Task, ThreadItem
+from pydantic import Field
+
+from workbench.context import RequestContext
+
+T = TypeVar("T")
+
+DemoTrigger = Callable[[str], str | None]
+"""Given the user's message text, the JSON arguments of a demo call to the tool, or None."""
+
+ActionHandler = Callable[..., Awaitable[Any]]
+
+_OUTPUT_PREVIEW = 300
+
+
+class TurnContext(AgentContext[RequestContext]):
+    # Per plug-in id: whatever that plug-in keeps for the length of one response (a code
+    # cell's widget, a search's task). Here, not in the plug-in, because one plug-in object
+    # serves every thread at once.
+    tool_state: dict[str, Any] = Field(default_factory=dict)
+
+    def state(self, key: str, factory: Callable[[], T]) -> T:
+        """This turn's state for ``key``, created by ``factory`` on first use."""
+        if key not in self.tool_state:
+            self.tool_state[key] = factory()
+        value: T = self.tool_state[key]
+        return value
+
+    async def show_task(self, task: Task) -> None:
+        """Add a task to the response's workflow (opening one if needed)."""
+        await self.add_workflow_task(task)
+
+    async def refresh_task(self, task: Task) -> None:
+        """Send ``task``'s new state, if it is still in the open workflow."""
+        workflow = self.workflow_item
+        if workflow is not None and task in workflow.workflow.tasks:
+            await self.update_workflow_task(task, workflow.workflow.tasks.index(task))
+
+
+class ToolPlugin:
+    """One tool. Subclasses set ``id`` and implement ``tool()``; the rest is optional."""
+
+    id: str = ""
+    """The function name the model sees, or the hosted tool's type (``web_search``)."""
+
+    item_type: str = "function_call"
+    """The type of the provider output item a call to this tool streams as."""
+
+    instructions: str | None = None
+    """A line for the system prompt, when the tool's description alone is not enough."""
+
+    widget_templates: tuple[str, ...] = ()
+    """The ``widgets/*.widget`` templates this tool renders."""
+
+    actions: Mapping[str, ActionHandler] = {}
+    """Widget-action handlers by action type."""
+
+    def tool(self) -> Tool:
+        raise NotImplementedError
+
+    def demo_trigger(self, text: str) -> str | None:
+        """The arguments the offline demo model calls this tool with for ``text``, if any."""
+        return None
+
+    # -- how a call shows while the model streams it --------------------------------------
+    # ``item`` is the provider's output item (a ``function_call`` or a hosted tool's call);
+    # ``event`` any other streamed event naming that item (arguments deltas, progress).
+
+    async def call_started(self, turn: TurnContext, item: Any) -> None:
+        task = CustomTask(title=f"Using {self.id}", icon="bolt", status_indicator="loading")
+        self._tasks(turn)[_call_key(item)] = task
+        await turn.show_task(task)
+
+    async def call_event(self, turn: TurnContext, event: Any) -> None:
+        return None
+
+    async def call_written(self, turn: TurnContext, item: Any) -> None:
+        """The model finished writing the call (``output_item.done``)."""
+        return None
+
+    async def call_output(self, turn: TurnContext, call_id: str, output: Any) -> None:
+        """A function tool's call returned ``output`` (what the model reads)."""
+        task = self._tasks(turn).pop(call_id, None)
+        if not isinstance(task, CustomTask):
+            return
+        text = str(output)
+        task.content = text if len(text) <= _OUTPUT_PREVIEW else text[:_OUTPUT_PREVIEW] + "…"
+        task.status_indicator = "complete"
+        await turn.refresh_task(task)
+
+    def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
+        """What a Stop saves of the response's pending items: this tool's, as they stood."""
+        return items
+
+    def _tasks(self, turn: TurnContext) -> dict[str, Task]:
+        return turn.state(f"{self.id}:tasks", dict)
+
+
+class FunctionToolPlugin(ToolPlugin):
+    """A plain Agents SDK function tool, shown as a workflow task."""
+
+    def __init__(self, tool: FunctionTool, demo_trigger: DemoTrigger | None = None) -> None:
+        self.id = tool.name
+        self._tool = tool
+        self._demo_trigger = demo_trigger
+
+    def tool(self) -> FunctionTool:
+        return self._tool
+
+    def demo_trigger(self, text: str) -> str | None:
+        return self._demo_trigger(text) if self._demo_trigger else None
+
+
+def _call_key(item: Any) -> str:
+    return str(getattr(item, "call_id", None) or getattr(item, "id", ""))
+
+
+class Toolset:
+    """The plug-ins a server offers, in the order the model is shown them."""
+
+    def __init__(self, plugins: Iterable[ToolPlugin]) -> None:
+        self.plugins = list(plugins)
+        self._by_id = {plugin.id: plugin for plugin in self.plugins}
+        if len(self._by_id) != len(self.plugins):
+            raise ValueError("two tool plug-ins share an id")
+        self._tools = [plugin.tool() for plugin in self.plugins]
+        self._hosted = {
+            plugin.item_type: plugin
+            for plugin in self.plugins
+            if plugin.item_type != "function_call"
+        }
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def get(self, plugin_id: str) -> ToolPlugin | None:
+        return self._by_id.get(plugin_id)
+
+    def tools(self) -> list[Tool]:
+        return list(self._tools)
+
+    def instructions(self) -> str:
+        return "\n".join(plugin.instructions for plugin in self.plugins if plugin.instructions)
+
+    def demo_triggers(self) -> dict[str, DemoTrigger]:
+        return {plugin.id: plugin.demo_trigger for plugin in self.plugins}
+
+    def owner_of(self, item: Any) -> ToolPlugin | None:
+        """The plug-in a streamed output item (a tool call) belongs to."""
+        item_type = getattr(item, "type", None)
+        if item_type == "function_call":
+            return self._by_id.get(getattr(item, "name", ""))
+        return self._hosted.get(str(item_type))
+
+    def replacing(self, plugin: ToolPlugin) -> Toolset:
+        """This toolset with ``plugin`` in place of the one with its id (or added last)."""
+        if plugin.id not in self._by_id:
+            return Toolset([*self.plugins, plugin])
+        return Toolset(plugin if old.id == plugin.id else old for old in self.plugins)
+
+    def stopped(self, turn: TurnContext, items: Sequence[ThreadItem]) -> list[ThreadItem]:
+        kept = list(items)
+        for plugin in self.plugins:
+            kept = plugin.stopped(turn, kept)
+        return kept

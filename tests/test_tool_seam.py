@@ -1,0 +1,56 @@
+"""The tool seam holds: ``agent/`` knows no tool, and every tool comes from the registry."""
+
+from __future__ import annotations
+
+import ast
+import secrets
+from pathlib import Path
+
+from workbench.config import Settings
+from workbench.files.blobs import open_blob_store
+from workbench.files.signing import UrlSigner
+from workbench.sandbox.manager import KernelManager
+from workbench.sandbox.workspaces import Workspaces
+from workbench.tools.registry import build_toolset
+from workbench.tools.services import Provider, ToolServices
+
+AGENT = Path(__file__).resolve().parents[1] / "src" / "workbench" / "agent"
+
+
+def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -> list[str]:
+    settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
+    workspaces = Workspaces(tmp_path / "workspaces")
+    services = ToolServices(
+        settings, provider, KernelManager(settings, workspaces), workspaces,
+        UrlSigner(secrets.token_bytes(32), 60), open_blob_store(settings),
+    )  # fmt: skip
+    return build_toolset(services).ids
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def test_agent_imports_no_tool_module() -> None:
+    for path in AGENT.glob("*.py"):
+        tools = {m for m in imported_modules(path) if m.split(".")[:2] == ["workbench", "tools"]}
+        assert not tools, f"{path.name} imports {tools}"
+
+
+def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> None:
+    ids = set(toolset_ids(tmp_path, "openai")) | set(toolset_ids(tmp_path, "demo"))
+    assert "execute_python" in ids
+    for name in ("activity.py", "demo.py", "stream.py"):
+        source = (AGENT / name).read_text()
+        named = sorted(tool for tool in ids if tool in source)
+        assert not named, f"agent/{name} names tools {named}"
+
+
+def test_execute_python_keeps_its_id(tmp_path: Path) -> None:
+    assert toolset_ids(tmp_path, "demo")[0] == "execute_python"
