@@ -2,7 +2,8 @@
 
 The user watches it in one widget: the code as the model writes it (this plug-in's
 ``call_event`` streams each arguments delta into the widget), then running, then the outcome
-with output, images, tables and download links. The model gets a bounded text summary that says what was cut.
+with output, images, tables and download links. The model gets a bounded text summary that
+says what was cut.
 """
 
 from __future__ import annotations
