@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from agents import FunctionTool, Tool
 from chatkit.agents import AgentContext
-from chatkit.types import CustomTask, Task, ThreadItem
+from chatkit.types import CustomTask, Source, Task, ThreadItem
 from pydantic import Field
 
 from workbench.context import RequestContext
@@ -40,6 +40,8 @@ class TurnContext(AgentContext[RequestContext]):
     # cell's widget, a search's task). Here, not in the plug-in, because one plug-in object
     # serves every thread at once.
     tool_state: dict[str, Any] = Field(default_factory=dict)
+    # Sources the answer may cite as ``[n]``, numbered across every search of this turn.
+    citable: dict[int, Source] = Field(default_factory=dict)
 
     def state(self, key: str, factory: Callable[[], T]) -> T:
         """This turn's state for ``key``, created by ``factory`` on first use."""
@@ -47,6 +49,13 @@ class TurnContext(AgentContext[RequestContext]):
             self.tool_state[key] = factory()
         value: T = self.tool_state[key]
         return value
+
+    def cite(self, sources: Sequence[Source]) -> list[int]:
+        """Number ``sources`` after those already given this turn; their numbers, in order."""
+        first = len(self.citable) + 1
+        numbers = list(range(first, first + len(sources)))
+        self.citable.update(zip(numbers, sources, strict=True))
+        return numbers
 
     async def show_task(self, task: Task) -> None:
         """Add a task to the response's workflow (opening one if needed)."""
@@ -70,6 +79,9 @@ class ToolPlugin:
 
     instructions: str | None = None
     """A line for the system prompt, when the tool's description alone is not enough."""
+
+    response_include: tuple[str, ...] = ()
+    """Extra output the Responses request must ask for (``ModelSettings.response_include``)."""
 
     widget_templates: tuple[str, ...] = ()
     """The ``widgets/*.widget`` templates this tool renders."""
@@ -164,6 +176,9 @@ class Toolset:
 
     def instructions(self) -> str:
         return "\n".join(plugin.instructions for plugin in self.plugins if plugin.instructions)
+
+    def response_include(self) -> list[str]:
+        return list(dict.fromkeys(name for p in self.plugins for name in p.response_include))
 
     def demo_triggers(self) -> dict[str, DemoTrigger]:
         return {plugin.id: plugin.demo_trigger for plugin in self.plugins}

@@ -244,7 +244,11 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             name="Workbench",
             instructions=instructions,
             model=self.catalog.model(model_name, self.toolset.demo_triggers()),
-            model_settings=ModelSettings(tool_choice=tool_choice, reasoning=reasoning),
+            model_settings=ModelSettings(
+                tool_choice=tool_choice,
+                reasoning=reasoning,
+                response_include=self.toolset.response_include() or None,
+            ),
             tools=self.toolset.tools(),
         )
 
