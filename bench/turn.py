@@ -82,7 +82,7 @@ class InstantModel(ScriptedReplyModel):
 
 
 class InstantCatalog(ModelCatalog):
-    def model(self, name: str) -> Model:
+    def model(self, name: str, demo_triggers: object = None) -> Model:
         return InstantModel()
 
 
