@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,6 +115,8 @@ class Step:
     delay: float = 0.0  # seconds between events, to let a test act mid-stream
     headers: dict[str, str] = field(default_factory=dict)
     stream: bool | None = True
+    # Called with each event (and ``sent_at``, a perf_counter time) as it goes out.
+    on_send: Callable[[dict[str, Any]], None] | None = None
 
 
 def responses_step(
@@ -276,7 +278,10 @@ class ScriptedOpenAI(_ThreadedUvicorn):
                 for event in step.events:
                     if step.delay:
                         await asyncio.sleep(step.delay)
-                    yield f"data: {json.dumps(event)}\n\n".encode()
+                    data = f"data: {json.dumps(event)}\n\n".encode()
+                    if step.on_send is not None:
+                        step.on_send({"type": event.get("type"), "sent_at": time.perf_counter()})
+                    yield data
                 if chat:
                     yield b"data: [DONE]\n\n"
                 self.finished[index] = True
