@@ -27,10 +27,11 @@ from chatkit.types import (
 
 from workbench.agent.context import CodeCell, WorkbenchContext
 from workbench.config import Settings
-from workbench.files.downloads import open_workspace_file, workspace_file_url
+from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
+from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
 from workbench.widgets import (
     CellStatus,
@@ -193,7 +194,8 @@ def _csv_preview(
     try:
         # Through a descriptor opened without following links: the sandbox may have swapped
         # a directory for a symlink since the cell ended.
-        with os.fdopen(open_workspace_file(workspaces, user, thread, info.path), "rb") as file:
+        fd = open_file(workspaces.path(user, thread), file_parts(info.path))
+        with os.fdopen(fd, "rb") as file:
             head = file.read(_CSV_PREVIEW_BYTES)
     except (OSError, PathOutsideWorkspaceError):
         return None
