@@ -11,6 +11,7 @@ workspace within its quota. Refusals are ``WorkspaceError``s; the disk's own fai
 from __future__ import annotations
 
 import codecs
+import errno
 import itertools
 import mimetypes
 import os
@@ -117,7 +118,7 @@ def list_entries(workspace: Path, parts: Sequence[str]) -> Listing:
         root = open_root(workspace)
     except WorkspaceError:
         if parts:
-            raise WorkspaceError(f"No such file or folder: {shown(joined(parts))}.") from None
+            raise _no_such(parts) from None
         return listing
     try:
         parent = open_folder(root, parts[:-1])
@@ -129,7 +130,7 @@ def list_entries(workspace: Path, parts: Sequence[str]) -> Listing:
         else:
             info = lstat_at(parent, parts[-1])
             if info is None:
-                raise WorkspaceError(f"No such file or folder: {shown(joined(parts))}.")
+                raise _no_such(parts)
             if not stat.S_ISDIR(info.st_mode):
                 if stat.S_ISLNK(info.st_mode):
                     raise symlink_refusal(parent, parts[-1], joined(parts))
@@ -145,6 +146,10 @@ def list_entries(workspace: Path, parts: Sequence[str]) -> Listing:
     finally:
         os.close(fd)
     return listing
+
+
+def _no_such(parts: Sequence[str]) -> WorkspaceError:
+    return WorkspaceError(f"No such file or folder: {shown(joined(parts))}.", errno.ENOENT)
 
 
 def _scan(fd: int, prefix: str, depth: int, show_hidden: bool, listing: Listing) -> None:
@@ -258,7 +263,8 @@ def _check_quota(workspace: Path, replaced: os.stat_result | None, size: int, qu
         raise WorkspaceError(
             f"The workspace uses {format_size(used)} of its {format_size(quota)}; writing "
             f"{format_size(size)} more would pass that. Delete files that are no longer "
-            "needed first."
+            "needed first.",
+            errno.EDQUOT,
         )
 
 
