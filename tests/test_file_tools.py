@@ -48,10 +48,13 @@ from workbench.context import RequestContext
 from workbench.files.downloads import workspace_file_path
 from workbench.files.signing import SignatureStatus, UrlSigner
 from workbench.plugins import TurnContext
+from workbench.sandbox import workspace_ops
+from workbench.sandbox.workspace_fs import WorkspaceError, workspace_parts
 from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
 from workbench.tools import files as file_tools
-from workbench.tools.files import FileTools, workspace_parts
+from workbench.tools.file_texts import READ_LINE_CHARS
+from workbench.tools.files import FileTools
 
 BASE_URL = "http://files.test"
 LINK = re.compile(r"\[(?P<name>(?:\\.|[^\]])+)\]\((?P<url>[^)\s]+)\)")
@@ -210,7 +213,7 @@ def test_paths_inside_are_accepted(path: str, parts: tuple[str, ...]) -> None:
     ],
 )
 def test_paths_outside_are_refused_with_a_reason(path: str, message: str) -> None:
-    with pytest.raises(file_tools.FileToolError, match=re.escape(message)):
+    with pytest.raises(WorkspaceError, match=re.escape(message)):
         workspace_parts(path)
 
 
@@ -285,7 +288,7 @@ async def test_listing_nothing(h: Harness) -> None:
 
 
 async def test_big_listings_are_bounded(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(file_tools, "LIST_SCAN_LIMIT", 150)
+    monkeypatch.setattr(workspace_ops, "LIST_SCAN_LIMIT", 150)
     for index in range(120):
         h.write(f"many/file_{index:03}.txt", "x" * index)
     for index in range(60):
@@ -305,13 +308,13 @@ async def test_big_listings_are_bounded(h: Harness, monkeypatch: pytest.MonkeyPa
 
 
 async def test_deep_folders_are_not_entered_past_the_limit(h: Harness) -> None:
-    deep = "/".join(f"d{i}" for i in range(file_tools.LIST_MAX_DEPTH + 3))
+    deep = "/".join(f"d{i}" for i in range(workspace_ops.LIST_MAX_DEPTH + 3))
     h.write(f"{deep}/bottom.txt", "b")
 
     result = await h.tools.list_files(h.context)
 
     assert "bottom.txt" not in result
-    assert f"deeper than {file_tools.LIST_MAX_DEPTH} levels were not entered" in result
+    assert f"deeper than {workspace_ops.LIST_MAX_DEPTH} levels were not entered" in result
 
 
 # -- read_file -------------------------------------------------------------------------------
@@ -354,7 +357,7 @@ async def test_read_file_is_bounded_in_characters(h: Harness) -> None:
     assert wide.splitlines()[-1] == (
         f"[{100 - len(shown)} more lines: call read_file with offset={len(shown)} to continue]"
     )
-    assert len(one) < file_tools.READ_LINE_CHARS + 300
+    assert len(one) < READ_LINE_CHARS + 300
     assert "[… 98,003 more characters on this line]" in one
 
 

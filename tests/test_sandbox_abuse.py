@@ -37,12 +37,13 @@ from tests.live import (
     stream_events,
 )
 from workbench.config import Settings
-from workbench.files.downloads import open_workspace_file, workspace_file_url
+from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.sandbox import manager as manager_module
 from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
-from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
+from workbench.sandbox.workspace_fs import WorkspaceError, file_parts, open_file
+from workbench.sandbox.workspaces import Workspaces
 from workbench.store import PostgresStore
 
 _PROBLEM = sandbox_problem()
@@ -662,9 +663,9 @@ with open("real.txt", "w") as file:
     assert changed == sorted(["real.txt", f"old_outputs/{Path(shown.output.images[0]).name}"])
     # What host-side readers (downloads, CSV previews) open refuses every planted link.
     for relative in ("leak", "root/etc/passwd", "secret.csv", ".outputs/secret.txt"):
-        with pytest.raises((PathOutsideWorkspaceError, OSError)):
-            os.close(open_workspace_file(manager.workspaces, USER, THREAD, relative))
-    descriptor = open_workspace_file(manager.workspaces, USER, THREAD, "real.txt")
+        with pytest.raises(WorkspaceError, match="is a symbolic link"):
+            os.close(open_file(workspace, file_parts(relative)))
+    descriptor = open_file(workspace, file_parts("real.txt"))
     with os.fdopen(descriptor) as file:
         assert file.read() == "fine"
 

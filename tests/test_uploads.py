@@ -1002,6 +1002,35 @@ async def test_a_retried_message_reuses_its_attachment_copy_unless_it_changed(
     assert "/workspace/uploads/temps (3).csv:" in after_traps
 
 
+async def test_an_attachment_is_not_copied_through_a_planted_uploads_link(
+    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    settings = provider_settings(database_url, tmp_path / "data", scripted_openai)
+    scripted_openai.script(
+        responses_step([Text("Hi.")]), title_step("Temps"), responses_step([Text("Seen.")])
+    )
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with running(LiveServer(settings)) as live:
+        events = await stream_events(http, live.url, create_with("Hello"))
+        no_errors(events)
+        thread_id = events[0].thread.id
+        workspace = live.app.state.workspaces.ensure(live.settings.local_user, thread_id)
+        link = "../../../../outside"  # from data/workspaces/<user>/<thread>: short to quote
+        (workspace / "uploads").symlink_to(link)  # what code in the sandbox could leave
+        csv = await two_phase(http, live, "temps.csv", CSV, "text/csv")
+        no_errors(await stream_events(http, live.url, add_with(thread_id, "Look", csv["id"])))
+
+    assert (workspace / link).resolve() == outside.resolve()
+    assert list(outside.iterdir()) == []
+    request = scripted_openai.streamed[-1]
+    [note] = [p["text"] for p in user_contents(request) if "temps.csv" in p.get("text", "")]
+    assert note.startswith(
+        "[The user attached 'temps.csv', but it could not be placed in the workspace "
+        f"('uploads' is a symbolic link (to {link!r}); the file tools never follow links."
+    ), note
+
+
 async def test_a_short_text_file_is_previewed_whole(
     database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
 ) -> None:

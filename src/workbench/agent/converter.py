@@ -24,7 +24,8 @@ from openai.types.responses.response_input_content_param import ResponseInputCon
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
 from workbench.files.blobs import BlobNotFoundError
-from workbench.sandbox.workspaces import Workspaces, create_new_file, open_existing_file
+from workbench.sandbox.workspace_fs import create_new_file, open_existing_file
+from workbench.sandbox.workspaces import Workspaces
 from workbench.widgets import format_size
 
 UPLOADS_DIR = "uploads"

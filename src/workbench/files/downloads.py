@@ -6,19 +6,19 @@ The URL is all the authority there is (an ``<img src>`` or a click on a link sen
 1. ``exp`` and ``sig`` present, each once, else 403;
 2. the thread exists, else 404, and its owner, from the database, is who the MAC must name;
 3. the MAC covers this thread, path, owner, expiry and ``inline``, else 403; expired, 403;
-4. the path stays inside that owner's workspace for the thread, else 404.
+4. the path names a regular file in that owner's workspace for the thread, reached without
+   following a link, else 404.
 
 Workspaces are written by sandboxed code, which may plant symlinks or swap a directory for
-one between our check and our read. So the file is opened one component at a time with
-``O_NOFOLLOW`` under the already-resolved workspace, and the response streams that open file,
-never the path again.
+one at any moment. So the file is opened like every host access to a workspace
+(``sandbox.workspace_fs``: one component at a time, never through a link, only a regular
+file), and the response streams that open descriptor, never the path again.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -32,6 +32,7 @@ from workbench.context import RequestContext
 from workbench.errors import ApiError
 from workbench.files.attachments import ATTACHMENTS_PREFIX
 from workbench.files.signing import RESERVED_PARAMS, SignatureStatus, UrlSigner
+from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
 from workbench.store import PostgresStore
 
@@ -110,8 +111,9 @@ async def download_workspace_file(request: Request, thread_id: str, path: str) -
             )
 
     try:
-        fd = await anyio.to_thread.run_sync(open_workspace_file, workspaces, owner, thread_id, path)
-    except (PathOutsideWorkspaceError, OSError):
+        workspace = workspaces.path(owner, thread_id)
+        fd = await anyio.to_thread.run_sync(open_file, workspace, file_parts(path))
+    except (PathOutsideWorkspaceError, OSError):  # WorkspaceError included: refused as absent
         raise ApiError(404, "not_found", _NOT_FOUND) from None
     name = _file_name(path)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -152,49 +154,6 @@ def _signature_params(request: Request) -> tuple[str, str, dict[str, str]]:
 
 def _forbidden(code: str, message: str) -> ApiError:
     return ApiError(403, code, message)
-
-
-def open_workspace_file(workspaces: Workspaces, owner: str, thread_id: str, relative: str) -> int:
-    """A read-only descriptor of a regular file inside the workspace, or an error.
-
-    ``Workspaces.resolve`` refuses ``..``, absolute paths and symlinks leading out. The walk
-    then re-opens the resolved path relative to the workspace without following any symlink,
-    so nothing swapped in since the check is followed either. Anything on the host reading a
-    workspace file the sandbox can write should read it through this.
-
-    Raises ``PathOutsideWorkspaceError`` or ``OSError`` (missing, not a regular file, or
-    swapped for a symlink).
-    """
-    workspace = workspaces.path(owner, thread_id).resolve()
-    try:
-        target = workspaces.resolve(workspace, relative)
-    except RuntimeError as error:  # how Python 3.11's Path.resolve reports a symlink loop
-        raise PathOutsideWorkspaceError(f"{relative!r} is a symlink loop") from error
-    parts = target.relative_to(workspace).parts
-    if not parts:
-        raise IsADirectoryError(relative)
-    directory = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            child = os.open(
-                part,
-                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                dir_fd=directory,
-            )
-            os.close(directory)
-            directory = child
-        # O_NONBLOCK: opening a FIFO planted in the workspace must not hang the worker.
-        fd = os.open(
-            parts[-1],
-            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            dir_fd=directory,
-        )
-    finally:
-        os.close(directory)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise IsADirectoryError(relative)
-    return fd
 
 
 class _OpenFileResponse(FileResponse):

@@ -25,7 +25,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from workbench.sandbox.bubblewrap import Limits, bwrap_command
 from workbench.sandbox.cgroups import Cgroup, CgroupFactory, join_command
-from workbench.sandbox.workspaces import create_new_file
+from workbench.sandbox.workspace_fs import create_new_file
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,12 @@ import os
 import shutil
 import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from workbench.sandbox.workspace_fs import DIR_FLAGS, open_folder, open_root
 
 _BLOCK = 4096
+_HELD = 64  # folder descriptors a scan keeps open
 
 
 class PathOutsideWorkspaceError(ValueError):
@@ -47,25 +50,6 @@ class Workspaces:
     def remove(self, user_id: str, thread_id: str) -> None:
         shutil.rmtree(self.path(user_id, thread_id), ignore_errors=True)
 
-    def resolve(self, workspace: Path, relative: str) -> Path:
-        """``relative`` inside ``workspace``, refusing anything that would leave it.
-
-        Absolute paths, ``..`` and symlinks pointing outside are all refused; the check is on
-        the fully resolved path, so a symlink planted by code in the sandbox cannot be used to
-        read the host through a download link or a file tool.
-        """
-        pure = PurePosixPath(relative.replace("\\", "/"))
-        if pure.is_absolute() or ".." in pure.parts or "\0" in relative:
-            raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
-        try:
-            base = workspace.resolve()
-            target = (base / pure).resolve()
-        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
-            raise PathOutsideWorkspaceError(f"{relative!r} cannot be resolved") from None
-        if target != base and base not in target.parents:
-            raise PathOutsideWorkspaceError(f"{relative!r} is outside the workspace")
-        return target
-
 
 @dataclass(frozen=True)
 class WorkspaceScan:
@@ -81,75 +65,90 @@ def scan(workspace: Path, *, list_files: bool = True) -> WorkspaceScan:
 
     Each entry counts at least one block, so a flood of empty files counts too; hidden
     folders (``.outputs``, a virtualenv) count like any other, but what is in them is not
-    listed.
+    listed. Folders are opened like every host access to a workspace (``workspace_fs``): from
+    a descriptor of their parent, never through a link swapped in after they were listed.
     """
     files: dict[str, FileInfo] = {}
     used = 0
-    folders = [(workspace, list_files)]
-    while folders:
-        folder, listed = folders.pop()
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    with contextlib.suppress(OSError):  # gone since it was listed
-                        info = entry.stat(follow_symlinks=False)
-                        used += max(info.st_blocks * 512, _BLOCK)
-                        if entry.is_dir(follow_symlinks=False):
-                            folders.append((Path(entry.path), listed and entry.name[0] != "."))
-                        elif listed and stat.S_ISREG(info.st_mode) and len(files) < FILES_LISTED:
-                            relative = Path(entry.path).relative_to(workspace).as_posix()
-                            files[relative] = FileInfo(relative, info.st_size, info.st_mtime_ns)
-        except OSError:
-            continue
+    try:
+        chain = _Chain(open_root(workspace))
+    except OSError:
+        return WorkspaceScan(files, used)
+    folders: list[tuple[tuple[str, ...], bool]] = [((), list_files)]
+    try:
+        while folders:
+            parts, listed = folders.pop()
+            with contextlib.suppress(OSError):  # swapped for a link or gone meanwhile
+                used += _scan_folder(chain.enter(parts), parts, listed, folders, files)
+    finally:
+        chain.close()
     return WorkspaceScan(files, used)
+
+
+def _scan_folder(
+    fd: int,
+    parts: tuple[str, ...],
+    listed: bool,
+    folders: list[tuple[tuple[str, ...], bool]],
+    files: dict[str, FileInfo],
+) -> int:
+    """Bytes the entries of the folder ``fd`` take; its folders are queued, its files noted."""
+    used = 0
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # gone since it was listed
+            used += max(info.st_blocks * 512, _BLOCK)
+            inner = (*parts, entry.name)
+            if stat.S_ISDIR(info.st_mode):
+                folders.append((inner, listed and entry.name[0] != "."))
+            elif listed and stat.S_ISREG(info.st_mode) and len(files) < FILES_LISTED:
+                relative = "/".join(inner)
+                files[relative] = FileInfo(relative, info.st_size, info.st_mtime_ns)
+    return used
+
+
+class _Chain:
+    """Descriptors of the folders from the workspace down to the one entered last.
+
+    A depth-first walk enters a child of that folder, or of one of its ancestors, next: one
+    ``openat`` each. At most ``_HELD`` are kept open, so a deeply nested workspace does not
+    use up the server's descriptors; folders deeper than that are walked to from the deepest.
+    """
+
+    def __init__(self, root: int) -> None:
+        self._fds = [root]
+        self._parts: tuple[str, ...] = ()
+        self._extra: int | None = None  # a folder deeper than _HELD, open for one scandir
+
+    def enter(self, parts: tuple[str, ...]) -> int:
+        self._close_extra()
+        keep = 0
+        while keep < min(len(parts), len(self._fds) - 1) and parts[keep] == self._parts[keep]:
+            keep += 1
+        while len(self._fds) > keep + 1:
+            os.close(self._fds.pop())
+        self._parts = parts[:keep]
+        for part in parts[keep:_HELD]:
+            self._fds.append(os.open(part, DIR_FLAGS, dir_fd=self._fds[-1]))
+            self._parts += (part,)
+        if len(parts) <= _HELD:
+            return self._fds[-1]
+        self._extra = open_folder(self._fds[-1], parts[_HELD:])
+        return self._extra
+
+    def close(self) -> None:
+        self._close_extra()
+        while self._fds:
+            os.close(self._fds.pop())
+
+    def _close_extra(self) -> None:
+        if self._extra is not None:
+            os.close(self._extra)
+            self._extra = None
 
 
 def disk_usage(workspace: Path) -> int:
     return scan(workspace, list_files=False).used
-
-
-def open_existing_file(workspace: Path, folder: str, name: str) -> int | None:
-    """A read descriptor of the regular file ``folder/name`` in ``workspace``, or None;
-    like ``create_new_file``, never through a link (nor stuck opening a FIFO)."""
-    try:
-        directory = os.open(workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(name, flags, dir_fd=directory)
-    except OSError:
-        return None
-    finally:
-        os.close(directory)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return fd
-
-
-def create_new_file(workspace: Path, folder: str, name: str) -> tuple[str, int]:
-    """Create ``folder/name`` in ``workspace`` (``name (2)``, ... when taken); return the
-    relative path and a write descriptor.
-
-    Host-side writes into a workspace go through here: the sandbox shapes the workspace, so
-    a link it planted as the folder or the file is never followed, and nothing is overwritten.
-    Raises OSError (the folder is a link, say).
-    """
-    with contextlib.suppress(FileExistsError):
-        (workspace / folder).mkdir()
-    directory = os.open(workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        stem, dot, extension = name.rpartition(".")
-        if not dot:
-            stem, extension = name, ""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        for attempt in range(1, 1000):
-            candidate = name if attempt == 1 else f"{stem} ({attempt}){dot}{extension}"
-            try:
-                return f"{folder}/{candidate}", os.open(candidate, flags, 0o644, dir_fd=directory)
-            except FileExistsError:
-                continue
-        raise FileExistsError(f"too many files named like {name!r} in {folder}")
-    finally:
-        os.close(directory)

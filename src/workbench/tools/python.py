@@ -33,11 +33,12 @@ from chatkit.types import (
 )
 
 from workbench.config import Settings
-from workbench.files.downloads import open_workspace_file, workspace_file_url
+from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
+from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
 from workbench.tools.services import ToolServices
 from workbench.widgets import (
@@ -278,7 +279,8 @@ def _csv_preview(
     try:
         # Through a descriptor opened without following links: the sandbox may have swapped
         # a directory for a symlink since the cell ended.
-        with os.fdopen(open_workspace_file(workspaces, user, thread, info.path), "rb") as file:
+        fd = open_file(workspaces.path(user, thread), file_parts(info.path))
+        with os.fdopen(fd, "rb") as file:
             head = file.read(_CSV_PREVIEW_BYTES)
     except (OSError, PathOutsideWorkspaceError):
         return None

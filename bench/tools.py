@@ -1,0 +1,243 @@
+"""Tools benchmark: what the tool seam and the tools add to a turn, from one run.
+
+Workbench runs on the OpenAI provider against a scripted local Responses server (the real
+``openai`` client, real sockets, real Postgres); rounds of each pair are interleaved, so the
+machine's mood falls on both sides alike. Prints:
+
+* seam overhead: the p50 of a text turn with every tool registered (hosted ones included)
+  over the p50 with only ``execute_python`` (target <= 1.05);
+* image relay: the p50 delay from the provider sending a 1.5 MB image (a partial, then the
+  final one, written to the blob store on the way) to the client receiving it, over the p50
+  delay of a text delta in the same turns (target <= 3);
+* calculate: the p50 of a turn that calls ``calculate`` over one that calls a no-op function
+  tool through the same machinery (target <= 2).
+
+Exit code 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+from agents import function_tool, set_tracing_disabled
+from tests.live import (
+    LiveServer,
+    ScriptedOpenAI,
+    Step,
+    create_thread,
+    provider_settings,
+    responses_step,
+    running,
+    started,
+)
+from tests.postgres_server import admin_server, throwaway_database
+
+from workbench.agent.response_events import FunctionCall, ImageGeneration, OutputPart, Text
+from workbench.plugins import Toolset
+
+TURNS = 60  # measured turns per side, per pair
+WARMUP = 5
+SEAM_TARGET = 1.05
+RELAY_TARGET = 3.0
+CALC_TARGET = 2.0
+IMAGE_BYTES = 1_500_000
+ANSWER = " ".join(f"tok{n:02d}" for n in range(50))
+
+
+@dataclass
+class Turn:
+    seconds: float
+    received: dict[str, float]  # marker -> when the client read the event carrying it
+
+
+def image_b64() -> str:
+    """A PNG of about ``IMAGE_BYTES`` (noise does not compress)."""
+    import os
+
+    from PIL import Image
+
+    side = int((IMAGE_BYTES / 3) ** 0.5)
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=0)
+    return base64.b64encode(out.getvalue()).decode()
+
+
+async def run_turn(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    markers: dict[str, Callable[[Any], bool]],
+) -> Turn:
+    """One streamed turn; when each marker's event first arrived."""
+    received: dict[str, float] = {}
+    start = time.perf_counter()
+    async with client.stream("POST", url, json=body) as response:
+        assert response.status_code == 200, response.status_code
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            now = time.perf_counter()
+            event = json.loads(line[6:])
+            if event.get("type") == "error":
+                raise RuntimeError(f"error event: {event}")
+            for name, matches in markers.items():
+                if name not in received and matches(event):
+                    received[name] = now
+    return Turn(time.perf_counter() - start, received)
+
+
+def step(parts: list[OutputPart], sent: list[dict[str, Any]]) -> Step:
+    """A scripted answer that records when each event left the provider."""
+    answer = responses_step(parts, chunk_size=len("tok00 "))
+    answer.on_send = sent.append
+    return answer
+
+
+async def pair(
+    client: httpx.AsyncClient,
+    live: LiveServer,
+    scripted: ScriptedOpenAI,
+    sides: dict[str, tuple[Toolset, list[OutputPart]]],
+) -> dict[str, list[float]]:
+    """Turn times per side, the sides taking turns."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for index in range(WARMUP + TURNS):
+        for name, (toolset, parts) in sides.items():
+            live.workbench.toolset = toolset
+            scripted.script(step(parts, []), *[step([Text("ok")], [])] * followups(parts))
+            turn = await run_turn(client, live.url, create_thread("go"), {})
+            if index >= WARMUP:
+                times[name].append(turn.seconds)
+    return times
+
+
+def followups(parts: list[OutputPart]) -> int:
+    return 1 if any(isinstance(part, FunctionCall) for part in parts) else 0
+
+
+async def relay(
+    client: httpx.AsyncClient, live: LiveServer, scripted: ScriptedOpenAI
+) -> tuple[list[float], list[float]]:
+    """Provider-to-client delays of the image events and of a text delta, per turn."""
+    picture = image_b64()
+    image_delays: list[float] = []
+    text_delays: list[float] = []
+    markers = {
+        "text": lambda e: (
+            e.get("type") == "thread.item.updated"
+            and e["update"].get("type") == "assistant_message.content_part.text_delta"
+        ),
+        "partial": lambda e: (
+            e.get("type") == "thread.item.updated"
+            and e["update"].get("type") == "generated_image.updated"
+        ),
+        "final": lambda e: (
+            e.get("type") == "thread.item.done" and e["item"].get("type") == "generated_image"
+        ),
+    }
+    for index in range(WARMUP + TURNS):
+        sent: list[dict[str, Any]] = []
+        parts: list[OutputPart] = [
+            ImageGeneration(result=picture, partials=[picture]), Text(ANSWER),
+        ]  # fmt: skip
+        scripted.script(step(parts, sent))
+        turn = await run_turn(client, live.url, create_thread("draw"), markers)
+        if index < WARMUP:
+            continue
+        at = {event["type"]: event["sent_at"] for event in reversed(sent)}
+        image_delays.append(
+            turn.received["partial"] - at["response.image_generation_call.partial_image"]
+        )
+        image_delays.append(turn.received["final"] - at["response.output_item.done"])
+        text_delays.append(turn.received["text"] - first_text_delta(sent))
+    return image_delays, text_delays
+
+
+def first_text_delta(sent: list[dict[str, Any]]) -> float:
+    return next(e["sent_at"] for e in sent if e["type"] == "response.output_text.delta")
+
+
+def verdict(label: str, ratio: float, target: float, detail: str) -> bool:
+    ok = ratio <= target
+    print(f"{label}: {detail} = ratio {ratio:.2f} (target <= {target}) {'OK' if ok else 'MISSED'}")
+    return ok
+
+
+async def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    set_tracing_disabled(True)
+
+    @function_tool
+    def noop() -> str:
+        """Do nothing."""
+        return "done"
+
+    with (
+        admin_server() as admin_url,
+        throwaway_database(admin_url, "workbench_bench_tools") as url,
+        contextmanager(started)(ScriptedOpenAI()) as scripted,
+        tempfile.TemporaryDirectory() as data_dir,
+    ):
+        settings = provider_settings(url, Path(data_dir), scripted)
+        with running(LiveServer(settings)) as live:
+            live.add_tool(noop)
+            full = live.workbench.toolset
+            python_only = Toolset([full.get("execute_python")])  # type: ignore[list-item]
+            async with httpx.AsyncClient(timeout=120) as client:
+                seam = await pair(
+                    client, live, scripted,
+                    {"all": (full, [Text(ANSWER)]), "python": (python_only, [Text(ANSWER)])},
+                )  # fmt: skip
+                calc_call = FunctionCall("calculate", json.dumps({"expression": "12*(3+4)"}), "c1")
+                calls = await pair(
+                    client, live, scripted,
+                    {"calculate": (full, [calc_call]),
+                     "noop": (full, [FunctionCall("noop", "{}", "c2")])},
+                )  # fmt: skip
+                image, text = await relay(client, live, scripted)
+
+    p50 = statistics.median
+    results = [
+        verdict(
+            "seam overhead, text turn p50",
+            p50(seam["all"]) / p50(seam["python"]),
+            SEAM_TARGET,
+            f"{len(full.ids)} tools {p50(seam['all']) * 1e3:.2f} ms / execute_python only "
+            f"{p50(seam['python']) * 1e3:.2f} ms",
+        ),
+        verdict(
+            "image relay p50 (1.5 MB, partial and final)",
+            p50(image) / p50(text),
+            RELAY_TARGET,
+            f"image {p50(image) * 1e3:.2f} ms / text delta {p50(text) * 1e3:.2f} ms",
+        ),
+        verdict(
+            "calculate turn p50",
+            p50(calls["calculate"]) / p50(calls["noop"]),
+            CALC_TARGET,
+            f"calculate {p50(calls['calculate']) * 1e3:.2f} ms / no-op tool "
+            f"{p50(calls['noop']) * 1e3:.2f} ms",
+        ),
+    ]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
