@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 from datetime import datetime
-from typing import Any
 
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
@@ -31,22 +29,17 @@ from workbench.files.downloads import open_workspace_file, workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
-from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
+from workbench.tools.cell_output import cell_outputs, clean, describe_displays
 from workbench.widgets import (
     CellStatus,
     CellView,
     ErrorView,
     FileView,
-    ImageView,
-    TableView,
-    csv_table_view,
     format_size,
     python_cell_widget,
-    table_view,
 )
 
 TOOL_NAME = "execute_python"
-_CSV_PREVIEW_BYTES = 64 * 1024
 _CODE_ON_SCREEN_WITHIN = 10.0  # seconds a cell waits for its code to reach the user
 _STATUS: dict[str, CellStatus] = {
     "ok": "done", "error": "error", "timeout": "timed_out", "cpu_limit": "timed_out",
@@ -57,7 +50,9 @@ _DESCRIPTION = """Run Python code in this conversation's own Jupyter kernel and 
 State persists between calls: variables, imports and files stay. The working directory is
 /workspace; files written there are shown to the user with download links, and files the user
 uploaded are there too. pandas, numpy and matplotlib are installed; a figure shown with
-plt.show() or left as the last expression appears to the user. There is no network access.
+plt.show() or left as the last expression appears to the user, as does what display() shows
+(Markdown, LaTeX, HTML tables, images) and a preview of the images, CSV, Markdown, text and
+JSON files a cell writes. There is no network access.
 Each call has time and memory limits; long output is cut."""
 
 
@@ -149,58 +144,35 @@ class PythonTool:
         def url(path: str, inline: bool = False) -> str:
             return workspace_file_url(self._signer, base_url, user, thread, path, inline=inline)
 
-        tables = [_table(table) for table in output.tables]
-        tables += [
-            preview
-            for info in run.changed_files
-            if (preview := _csv_preview(self._kernels.workspaces, user, thread, info))
-        ]
+        def open_file(path: str) -> int:
+            return open_workspace_file(self._kernels.workspaces, user, thread, path)
+
+        outputs = cell_outputs(
+            output, run.changed_files, open_file=open_file,
+            url=lambda path: url(path, inline=True),
+            max_outputs=self._settings.cell_outputs, max_images=self._settings.cell_images,
+        )  # fmt: skip
         error = None
         if output.status in {"timeout", "cpu_limit", "disk_quota", "crashed"}:
             # Why it stopped, not the KeyboardInterrupt the interrupt raised; its traceback
             # still shows where the cell was.
             traceback = output.error.traceback if output.error is not None else ""
-            error = ErrorView(*_stop_reason(output, self._settings), traceback)
-        elif output.error is not None:
-            error = ErrorView(output.error.name, output.error.value, output.error.traceback)
+            error = ErrorView(*_stop_reason(output, self._settings), clean(traceback))
+        elif (failure := output.error) is not None:
+            error = ErrorView(clean(failure.name), clean(failure.value), clean(failure.traceback))
+        # The view is saved in Postgres: what the cell printed or named may hold NUL.
         return CellView(
             code=code,
             status=_STATUS[output.status],
             duration_seconds=output.duration,
-            stdout=output.stdout,
-            stderr=output.stderr,
-            result=output.result,
-            images=[ImageView(url(path, inline=True), "Figure") for path in output.images],
-            tables=tables,
-            files=[FileView(info.path, url(info.path), info.size) for info in run.changed_files],
+            stdout=clean(output.stdout),
+            stderr=clean(output.stderr),
+            outputs=outputs,
+            files=[
+                FileView(clean(info.path), url(info.path), info.size) for info in run.changed_files
+            ],
             error=error,
         )
-
-
-def _table(table: dict[str, Any]) -> TableView:
-    rows, columns = (table.get("shape") or [None, None])[:2]
-    return table_view(
-        "Table", table.get("columns", []), table.get("rows", []),
-        total_rows=rows, total_columns=columns,
-    )  # fmt: skip
-
-
-def _csv_preview(
-    workspaces: Workspaces, user: str, thread: str, info: FileInfo
-) -> TableView | None:
-    if not info.path.lower().endswith(".csv"):
-        return None
-    try:
-        # Through a descriptor opened without following links: the sandbox may have swapped
-        # a directory for a symlink since the cell ended.
-        with os.fdopen(open_workspace_file(workspaces, user, thread, info.path), "rb") as file:
-            head = file.read(_CSV_PREVIEW_BYTES)
-    except (OSError, PathOutsideWorkspaceError):
-        return None
-    text = head.decode("utf-8", errors="replace")
-    if len(head) == _CSV_PREVIEW_BYTES:
-        text = text.rsplit("\n", 1)[0]  # no half row
-    return csv_table_view(info.path, text)
 
 
 def _stop_reason(output: CellOutput, settings: Settings) -> tuple[str, str]:
@@ -232,14 +204,7 @@ def model_summary(run: CellRun, limit: int) -> str:
             parts.append(f"{label}:\n{text.rstrip()}")
     if output.cut_characters:
         parts.append(f"[{output.cut_characters} more characters of output were not kept]")
-    if output.result is not None:
-        parts.append(f"result:\n{output.result}")
-    for table in output.tables:
-        shape = table.get("shape") or ["?", "?"]
-        columns = ", ".join(table.get("columns", [])[:30])
-        parts.append(f"table shown to the user: {shape[0]} rows × {shape[1]} columns ({columns})")
-    if output.images:
-        parts.append("figures shown to the user: " + ", ".join(output.images))
+    parts += describe_displays(output, limit)
     kept = "" if output.kernel_restarted else "; the kernel's state was kept"
     if output.status in {"timeout", "cpu_limit"}:
         parts.append(f"the cell was interrupted (time limit){kept}")
@@ -253,7 +218,7 @@ def model_summary(run: CellRun, limit: int) -> str:
     if run.changed_files:
         listing = ", ".join(f"{f.path} ({format_size(f.size)})" for f in run.changed_files[:50])
         parts.append("files created or changed (the user has download links): " + listing)
-    return _bounded("\n\n".join(parts), limit)
+    return clean(_bounded("\n\n".join(parts), limit))
 
 
 def _bounded(text: str, limit: int) -> str:
