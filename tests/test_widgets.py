@@ -30,6 +30,9 @@ from workbench.widgets import (
     ErrorView,
     FileView,
     ImageView,
+    MarkdownView,
+    NoteView,
+    TextView,
     csv_table_view,
     escape_markdown,
     fenced,
@@ -107,9 +110,13 @@ def full_view(status: CellStatus = "done", text: str = "x") -> CellView:
         duration_seconds=1.25,
         stdout=f"out {text}\n",
         stderr=f"warn {text}\n",
-        result=f"'{text}'",
-        images=[ImageView(URL, f"figure {text}")],
-        tables=[table_view(f"table {text}", ["a", text], [[1, text], [2, None]])],
+        outputs=[
+            TextView("result", f"'{text}'"),
+            MarkdownView(f"**md {text}**", f"notes {text}.md", f"note {text}"),
+            ImageView(URL, f"figure {text}"),
+            table_view(f"table {text}", ["a", text], [[1, text], [2, None]]),
+            NoteView(f"chart {text}"),
+        ],
         files=[FileView(f"out/{text}.csv", URL.replace("plot.png", "out.csv"), 2048)],
         error=ErrorView("ValueError", f"bad {text}", f"Traceback\n  {text}\nValueError"),
     )
@@ -156,7 +163,8 @@ def test_full_cell_shows_every_part() -> None:
     for expected in [
         "Python", "Error", "```python\nprint('x')\n```", "out x", "warn x", "'x'",
         URL, "table x", "2 rows × 2 columns", "[out/x.csv](https://chat.example.com/",
-        "2.0 KB", "ValueError: bad x", "Traceback",
+        "2.0 KB", "ValueError: bad x", "Traceback", "**md x**", "notes x.md", "note x",
+        "chart x",
     ]:  # fmt: skip
         assert expected in shown, expected
     image = next(c for c in components(widget.model_dump()) if c["type"] == "Image")
@@ -198,7 +206,12 @@ def test_writing_then_running_then_done_are_valid_transitions() -> None:
         python_cell_widget(CellView(code="x = 1\nx", status="writing")),
         python_cell_widget(CellView(code="x = 1\nx", status="running")),
         python_cell_widget(
-            CellView(code="x = 1\nx", status="done", duration_seconds=0.01, result="1")
+            CellView(
+                code="x = 1\nx",
+                status="done",
+                duration_seconds=0.01,
+                outputs=[TextView("result", "1")],
+            )
         ),
     ]
     updates = [diff_widget(a, b) for a, b in itertools.pairwise(states)]
@@ -236,6 +249,9 @@ def test_hostile_strings_render_exactly(status: CellStatus) -> None:
     assert f"ValueError: bad {HOSTILE}" in texts(widget)
     assert f"figure {HOSTILE}" in [c.get("alt") for c in components(widget.model_dump())]
     assert f"table {HOSTILE}" in texts(widget)
+    assert f"**md {HOSTILE}**" in markdown_values(widget)  # Markdown from a cell stays whole
+    assert f"notes {HOSTILE}.md" in texts(widget)
+    assert f"chart {HOSTILE}" in texts(widget)
     assert "49" not in shown  # "{{ 7 * 7 }}" was data, never evaluated
 
 
@@ -254,7 +270,10 @@ def test_hostile_file_names_stay_inside_their_link() -> None:
 def test_100_kb_of_output_is_truncated_with_a_note() -> None:
     output = "".join(f'line {i:06d} \\ "quoted" {{{{x}}}}\n' for i in range(3500))
     assert len(output) > 100_000
-    view = CellView(code="spam()", status="done", stdout=output, stderr=output, result=output)
+    view = CellView(
+        code="spam()", status="done", stdout=output, stderr=output,
+        outputs=[TextView("result", output)],
+    )  # fmt: skip
 
     widget = python_cell_widget(view)
 
@@ -268,6 +287,37 @@ def test_100_kb_of_output_is_truncated_with_a_note() -> None:
     assert "line 003499" in stdout  # the tail is kept too
     assert "characters not shown" in stdout
     assert stdout.startswith("```text\n") and stdout.endswith("\n```")
+
+
+def test_outputs_show_in_the_order_the_cell_made_them() -> None:
+    view = CellView(
+        code="report()", status="done",
+        outputs=[
+            MarkdownView("## First"), ImageView(URL, "one"), TextView("output", "between"),
+            MarkdownView("## Second"), ImageView(URL + "2", "two"), NoteView("a chart"),
+        ],
+    )  # fmt: skip
+    dumped = assert_valid_widget(python_cell_widget(view))
+    shown = [
+        c.get("alt") or c.get("value") for c in components(dumped)
+        if c["type"] in {"Markdown", "Image"} or (c["type"] == "Text" and c["value"] == "a chart")
+    ][1:]  # fmt: skip
+    assert shown == ["## First", "one", "```text\nbetween\n```", "## Second", "two", "a chart"]
+
+
+def test_long_markdown_is_cut_at_a_line_with_a_note_and_cannot_spill() -> None:
+    # An unclosed fence and a huge table: the cut keeps it inside its own component.
+    markdown = "```python\n" + "".join(f"| {i} | {'x' * 50} |\n" for i in range(2000))
+    view = CellView(
+        code="x", status="done", outputs=[MarkdownView(markdown), TextView("output", "after")]
+    )
+    widget = python_cell_widget(view)
+    assert_valid_widget(widget)
+    [shown] = [v for v in markdown_values(widget) if v.startswith("```python\n|")]
+    assert len(shown) <= 4000 and shown.endswith("|")  # ends at a line
+    captions = [c["value"] for c in components(widget.model_dump()) if c["type"] == "Caption"]
+    assert f"Showing the first {len(shown):,} of {len(markdown):,} characters." in captions
+    assert "```text\nafter\n```" in markdown_values(widget)  # the next output is its own
 
 
 def test_traceback_is_short_and_without_colours() -> None:

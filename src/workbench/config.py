@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     tool_output_chars: int = Field(
         default=8000, ge=200, description="Characters of cell output sent back to the model."
     )
+    cell_outputs: int = Field(
+        default=20, ge=1, description="Outputs (displays, file previews) one cell widget shows."
+    )
+    cell_images: int = Field(
+        default=8, ge=0, description="Images (displayed or written) one cell widget shows inline."
+    )
 
     @field_validator("secret_key")
     @classmethod

@@ -6,7 +6,9 @@ reaches a template, and every value enters the JSON through ``tojson``, so no st
 or a program printed can break the widget.
 
 * ``python_cell_widget(CellView)`` shows one ``execute_python`` call, from the model still
-  writing the code to its outputs, images, tables, files and error.
+  writing the code to its outputs (text, Markdown, images, tables and notes, in the order the
+  cell produced them, as a notebook shows them), files and error. Markdown from a cell is
+  untrusted: it is cut here like any output, and a cut never reaches past its own component.
 * ``file_list_widget(files)`` lists files with download links, for the file tools.
 """
 
@@ -34,7 +36,7 @@ CODE_STREAM_PREFIX = "```python\n"
 appending a delta of code keeps the value valid. The fence closes in the final states."""
 
 OUTPUT_CHARS = 4000
-"""Characters of stdout, stderr and the result shown in a cell (head and tail kept)."""
+"""Characters of stdout, stderr and each text or Markdown output shown in a cell."""
 
 TRACEBACK_LINES = 12
 TABLE_ROWS = 20
@@ -64,6 +66,22 @@ class ImageView(NamedTuple):
     alt: str = ""
 
 
+class TextView(NamedTuple):
+    label: str  # "result" (the last expression), "output" (a display), a file's name
+    text: str  # plain text, shown as is in a code block
+    note: str | None = None  # what was left out before it got here (a file's other lines)
+
+
+class MarkdownView(NamedTuple):
+    markdown: str  # from the cell, untrusted: cut (with a note) when shown
+    title: str | None = None  # the file it previews; None for a display
+    note: str | None = None
+
+
+class NoteView(NamedTuple):
+    text: str  # what could not be shown, and why
+
+
 class TableView(NamedTuple):
     title: str
     markdown: str  # from ``markdown_table``
@@ -82,6 +100,9 @@ class ErrorView(NamedTuple):
     traceback: str = ""  # as the kernel reports it; ANSI colours are stripped here
 
 
+OutputView = TextView | MarkdownView | ImageView | TableView | NoteView
+
+
 @dataclass(frozen=True)
 class CellView:
     """Everything one ``execute_python`` call shows, at any point of its life."""
@@ -91,9 +112,7 @@ class CellView:
     duration_seconds: float | None = None
     stdout: str = ""
     stderr: str = ""
-    result: str | None = None  # the ``text/plain`` of the last expression
-    images: list[ImageView] = field(default_factory=list)
-    tables: list[TableView] = field(default_factory=list)
+    outputs: list[OutputView] = field(default_factory=list)  # in the order they appeared
     files: list[FileView] = field(default_factory=list)
     error: ErrorView | None = None
 
@@ -131,9 +150,7 @@ def python_cell_data(view: CellView, *, output_chars: int = OUTPUT_CHARS) -> dic
         "streaming": streaming,
         "stdout": _output_block(view.stdout, output_chars),
         "stderr": _output_block(view.stderr, output_chars),
-        "result": _output_block(view.result or "", output_chars),
-        "images": [{"src": image.url, "alt": image.alt} for image in view.images],
-        "tables": [table._asdict() for table in view.tables],
+        "outputs": [_output_data(output, output_chars) for output in view.outputs],
         "files": [_file_data(file) for file in view.files],
         "error": error,
     }
@@ -271,6 +288,17 @@ def truncate_middle(text: str, limit: int) -> tuple[str, str | None]:
     return head + marker + tail, note
 
 
+def truncate_head(text: str, limit: int) -> tuple[str, str | None]:
+    """At most ``limit`` characters from the start, ending at a line break if there is one
+    near; for text read top down (Markdown, a file's first lines). Returns it and a note."""
+    if len(text) <= limit:
+        return text, None
+    head = text[:limit]
+    if (line_end := head.rfind("\n")) > limit // 2:
+        head = head[:line_end]
+    return head, f"Showing the first {len(head):,} of {len(text):,} characters."
+
+
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
@@ -300,6 +328,23 @@ def _output_block(text: str, limit: int) -> dict[str, str | None] | None:
         return None
     shown, note = truncate_middle(strip_ansi(text), limit)
     return {"text": fenced(shown, "text"), "note": note}
+
+
+def _output_data(output: OutputView, limit: int) -> dict[str, Any]:
+    match output:
+        case TextView(label, text, note):
+            shown, cut = truncate_middle(strip_ansi(text), limit)
+            return {"kind": "text", "label": label, "text": fenced(shown, "text"),
+                    "note": cut or note}  # fmt: skip
+        case MarkdownView(markdown, title, note):
+            shown, cut = truncate_head(markdown, limit)
+            return {"kind": "markdown", "title": title, "markdown": shown, "note": cut or note}
+        case ImageView(url, alt):
+            return {"kind": "image", "src": url, "alt": alt}
+        case TableView():
+            return {"kind": "table", **output._asdict()}
+        case NoteView(text):
+            return {"kind": "note", "text": text}
 
 
 def _traceback_block(traceback: str, limit: int) -> str | None:

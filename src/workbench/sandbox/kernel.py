@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import logging
 import os
@@ -25,16 +26,18 @@ from jupyter_client.manager import AsyncKernelManager
 
 from workbench.sandbox.bubblewrap import Limits, bwrap_command
 from workbench.sandbox.cgroups import Cgroup, CgroupFactory, join_command
+from workbench.sandbox.display import IMAGE_TYPES, TABLE_MIME, Display, choose
 from workbench.sandbox.workspace_fs import create_new_file
 
 logger = logging.getLogger(__name__)
 
-TABLE_MIME = "application/vnd.workbench.table+json"
 OUTPUTS_DIR = ".outputs"  # images a cell displays are saved here, inside the workspace
-_IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _INTERRUPT_GRACE = 5.0
-_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the largest image kept from a display, or shown inline
+# Displays kept per cell (a loop of display() calls): a guard on memory and on the images
+# written to .outputs; what the user is shown is capped lower, by a setting.
+MAX_DISPLAYS = 200
 # Largest message part taken from a kernel: room for the largest image, base64-encoded. A
 # bigger one (``print('x' * 10**9)``) is refused by zmq before it is read into the server's
 # memory (it would be whole, however little of it is kept); the cell then ends without it.
@@ -115,12 +118,16 @@ class CellOutput:
     stdout: str = ""
     stderr: str = ""
     cut_characters: int = 0  # stream output dropped beyond the cap
-    result: str | None = None
-    images: list[str] = field(default_factory=list)  # workspace-relative paths
-    tables: list[dict[str, Any]] = field(default_factory=list)
+    displays: list[Display] = field(default_factory=list)  # in the order they were shown
+    displays_dropped: int = 0  # beyond MAX_DISPLAYS
     error: CellError | None = None
     duration: float = 0.0
     kernel_restarted: bool = False  # the kernel was replaced: its variables are gone
+
+    @property
+    def images(self) -> list[str]:
+        """The workspace-relative paths of the images it displayed."""
+        return [display.data for display in self.displays if display.mime in IMAGE_TYPES]
 
 
 class Kernel:
@@ -438,8 +445,8 @@ class _Collector:
             self.append(content.get("name", "stdout"), content.get("text", ""))
             if on_stream is not None:
                 await on_stream(content.get("name", "stdout"), content.get("text", ""))
-        elif kind in {"execute_result", "display_data"}:
-            self._display(content.get("data", {}))
+        elif kind in {"execute_result", "display_data"} and isinstance(content.get("data"), dict):
+            self._display(content["data"], result=kind == "execute_result")
         elif kind == "error":
             self.output.status = "error" if self.output.status == "ok" else self.output.status
             traceback = _ANSI.sub("", "\n".join(content.get("traceback", [])))
@@ -460,26 +467,26 @@ class _Collector:
         else:
             self.output.stdout += kept
 
-    def _display(self, data: dict[str, Any]) -> None:
-        if TABLE_MIME in data:
-            self.output.tables.append(data[TABLE_MIME])
-        for mime, extension in _IMAGE_TYPES.items():
-            if mime in data:
-                self._save_image(data[mime], mime, extension)
-                return
-        if "text/plain" in data and TABLE_MIME not in data:
-            text = str(data["text/plain"])
-            self.output.result = text[: self.max_chars]
-
-    def _save_image(self, payload: Any, mime: str, extension: str) -> None:
-        raw = payload.encode() if mime == "image/svg+xml" else base64.b64decode(payload)
-        if len(raw) > _MAX_IMAGE_BYTES:
+    def _display(self, data: dict[str, Any], *, result: bool) -> None:
+        if len(self.output.displays) >= MAX_DISPLAYS:
+            self.output.displays_dropped += 1
             return
+        kept = choose(data, result=result, max_chars=self.max_chars, save=self._save_image)
+        if kept is not None:
+            self.output.displays.append(kept)
+
+    def _save_image(self, payload: Any, mime: str, extension: str) -> str | None:
+        try:
+            raw = payload.encode() if mime == "image/svg+xml" else base64.b64decode(payload)
+        except (AttributeError, TypeError, ValueError, binascii.Error):
+            return None  # not an image at all (a hand-made bundle): nothing to show
+        if len(raw) > MAX_IMAGE_BYTES:
+            return None
         try:
             name = f"{uuid.uuid4().hex[:16]}.{extension}"
             relative, fd = create_new_file(self.workspace, OUTPUTS_DIR, name)
             with os.fdopen(fd, "wb") as file:
                 file.write(raw)
         except OSError:
-            return  # a link planted in the way: the image is dropped, nothing is written
-        self.output.images.append(relative)
+            return None  # a link planted in the way: the image is dropped, nothing is written
+        return relative

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,7 +38,7 @@ from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
 from workbench.sandbox.workspace_fs import file_parts, open_file
-from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError, Workspaces
+from workbench.tools.cell_output import cell_outputs, clean, describe_displays
 from workbench.tools.services import ToolServices
 from workbench.widgets import (
     CODE_COMPONENT_ID,
@@ -47,16 +46,11 @@ from workbench.widgets import (
     CellView,
     ErrorView,
     FileView,
-    ImageView,
-    TableView,
-    csv_table_view,
     format_size,
     python_cell_widget,
-    table_view,
 )
 
 TOOL_NAME = "execute_python"
-_CSV_PREVIEW_BYTES = 64 * 1024
 _CODE_ON_SCREEN_WITHIN = 10.0  # seconds a cell waits for its code to reach the user
 _FENCED_PYTHON = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL)
 _STATUS: dict[str, CellStatus] = {
@@ -68,7 +62,9 @@ _DESCRIPTION = """Run Python code in this conversation's own Jupyter kernel and 
 State persists between calls: variables, imports and files stay. The working directory is
 /workspace; files written there are shown to the user with download links, and files the user
 uploaded are there too. pandas, numpy and matplotlib are installed; a figure shown with
-plt.show() or left as the last expression appears to the user. There is no network access.
+plt.show() or left as the last expression appears to the user, as does what display() shows
+(Markdown, LaTeX, HTML tables, images) and a preview of the images, CSV, Markdown, text and
+JSON files a cell writes. There is no network access.
 Each call has time and memory limits; long output is cut."""
 
 
@@ -235,59 +231,35 @@ class PythonTool(ToolPlugin):
         def url(path: str, inline: bool = False) -> str:
             return workspace_file_url(self._signer, base_url, user, thread, path, inline=inline)
 
-        tables = [_table(table) for table in output.tables]
-        tables += [
-            preview
-            for info in run.changed_files
-            if (preview := _csv_preview(self._kernels.workspaces, user, thread, info))
-        ]
+        def open_in_workspace(path: str) -> int:
+            return open_file(self._kernels.workspaces.path(user, thread), file_parts(path))
+
+        outputs = cell_outputs(
+            output, run.changed_files, open_file=open_in_workspace,
+            url=lambda path: url(path, inline=True),
+            max_outputs=self._settings.cell_outputs, max_images=self._settings.cell_images,
+        )  # fmt: skip
         error = None
         if output.status in {"timeout", "cpu_limit", "disk_quota", "crashed"}:
             # Why it stopped, not the KeyboardInterrupt the interrupt raised; its traceback
             # still shows where the cell was.
             traceback = output.error.traceback if output.error is not None else ""
-            error = ErrorView(*_stop_reason(output, self._settings), traceback)
-        elif output.error is not None:
-            error = ErrorView(output.error.name, output.error.value, output.error.traceback)
+            error = ErrorView(*_stop_reason(output, self._settings), clean(traceback))
+        elif (failure := output.error) is not None:
+            error = ErrorView(clean(failure.name), clean(failure.value), clean(failure.traceback))
+        # The view is saved in Postgres: what the cell printed or named may hold NUL.
         return CellView(
             code=code,
             status=_STATUS[output.status],
             duration_seconds=output.duration,
-            stdout=output.stdout,
-            stderr=output.stderr,
-            result=output.result,
-            images=[ImageView(url(path, inline=True), "Figure") for path in output.images],
-            tables=tables,
-            files=[FileView(info.path, url(info.path), info.size) for info in run.changed_files],
+            stdout=clean(output.stdout),
+            stderr=clean(output.stderr),
+            outputs=outputs,
+            files=[
+                FileView(clean(info.path), url(info.path), info.size) for info in run.changed_files
+            ],
             error=error,
         )
-
-
-def _table(table: dict[str, Any]) -> TableView:
-    rows, columns = (table.get("shape") or [None, None])[:2]
-    return table_view(
-        "Table", table.get("columns", []), table.get("rows", []),
-        total_rows=rows, total_columns=columns,
-    )  # fmt: skip
-
-
-def _csv_preview(
-    workspaces: Workspaces, user: str, thread: str, info: FileInfo
-) -> TableView | None:
-    if not info.path.lower().endswith(".csv"):
-        return None
-    try:
-        # Through a descriptor opened without following links: the sandbox may have swapped
-        # a directory for a symlink since the cell ended.
-        fd = open_file(workspaces.path(user, thread), file_parts(info.path))
-        with os.fdopen(fd, "rb") as file:
-            head = file.read(_CSV_PREVIEW_BYTES)
-    except (OSError, PathOutsideWorkspaceError):
-        return None
-    text = head.decode("utf-8", errors="replace")
-    if len(head) == _CSV_PREVIEW_BYTES:
-        text = text.rsplit("\n", 1)[0]  # no half row
-    return csv_table_view(info.path, text)
 
 
 def _stop_reason(output: CellOutput, settings: Settings) -> tuple[str, str]:
@@ -319,14 +291,7 @@ def model_summary(run: CellRun, limit: int) -> str:
             parts.append(f"{label}:\n{text.rstrip()}")
     if output.cut_characters:
         parts.append(f"[{output.cut_characters} more characters of output were not kept]")
-    if output.result is not None:
-        parts.append(f"result:\n{output.result}")
-    for table in output.tables:
-        shape = table.get("shape") or ["?", "?"]
-        columns = ", ".join(table.get("columns", [])[:30])
-        parts.append(f"table shown to the user: {shape[0]} rows × {shape[1]} columns ({columns})")
-    if output.images:
-        parts.append("figures shown to the user: " + ", ".join(output.images))
+    parts += describe_displays(output, limit)
     kept = "" if output.kernel_restarted else "; the kernel's state was kept"
     if output.status in {"timeout", "cpu_limit"}:
         parts.append(f"the cell was interrupted (time limit){kept}")
@@ -340,7 +305,7 @@ def model_summary(run: CellRun, limit: int) -> str:
     if run.changed_files:
         listing = ", ".join(f"{f.path} ({format_size(f.size)})" for f in run.changed_files[:50])
         parts.append("files created or changed (the user has download links): " + listing)
-    return _bounded("\n\n".join(parts), limit)
+    return clean(_bounded("\n\n".join(parts), limit))
 
 
 def _bounded(text: str, limit: int) -> str:
