@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,6 +113,38 @@ class Settings(BaseSettings):
     model_max_retries: int = Field(
         default=2, ge=0, description="Retries of a failed model request (429, 5xx, timeouts)."
     )
+
+    # -- web search (OpenAI's hosted tool) ---------------------------------------------------
+    openai_web_search: bool = Field(
+        default=True, description="Offer OpenAI's hosted web search (OpenAI provider only)."
+    )
+    web_search_context_size: Literal["low", "medium", "high"] = Field(
+        default="medium", description="How much of the pages found the search reads."
+    )
+    web_search_country: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="The users' two-letter ISO country, to localise results.",
+    )
+    web_search_city: str | None = Field(default=None, min_length=1, max_length=100)
+    web_search_region: str | None = Field(default=None, min_length=1, max_length=100)
+    web_search_timezone: str | None = Field(default=None, description="An IANA timezone.")
+
+    @field_validator("web_search_country")
+    @classmethod
+    def _upper_country(cls, value: str | None) -> str | None:
+        return value.upper() if value is not None else None
+
+    @field_validator("web_search_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA timezone such as Europe/Paris") from None
+        return value
 
     @field_validator("data_dir")
     @classmethod

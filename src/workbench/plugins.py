@@ -64,8 +64,14 @@ class TurnContext(AgentContext[RequestContext]):
     async def refresh_task(self, task: Task) -> None:
         """Send ``task``'s new state, if it is still in the open workflow."""
         workflow = self.workflow_item
-        if workflow is not None and task in workflow.workflow.tasks:
-            await self.update_workflow_task(task, workflow.workflow.tasks.index(task))
+        if workflow is None:
+            return
+        # By identity: tasks in the same state compare equal, and the first of two running
+        # alike would be overwritten in place of the second.
+        tasks = workflow.workflow.tasks
+        index = next((i for i, shown in enumerate(tasks) if shown is task), None)
+        if index is not None:
+            await self.update_workflow_task(task, index)
 
 
 class ToolPlugin:

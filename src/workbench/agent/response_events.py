@@ -10,7 +10,7 @@ real model streams them.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,16 @@ class FunctionCall:
     call_id: str
 
 
-OutputPart = Text | Refusal | Reasoning | FunctionCall
+@dataclass
+class WebSearch:
+    """A hosted web search call: what it searched for and the pages it found."""
+
+    query: str
+    sources: list[str] = field(default_factory=list)
+    status: str = "completed"  # or "failed"
+
+
+OutputPart = Text | Refusal | Reasoning | FunctionCall | WebSearch
 
 
 def chunks(text: str, size: int) -> list[str]:
@@ -103,6 +112,9 @@ def _item_events(
         yield event("response.output_item.done", item=done)
         return done
 
+    if isinstance(part, WebSearch):
+        return (yield from _web_search_events(part, item_id, event))
+
     if isinstance(part, Reasoning):
         item = {"type": "reasoning", "id": item_id, "summary": []}
         yield event("response.output_item.added", item=item)
@@ -162,5 +174,23 @@ def _item_events(
         content = {**content, "text": part.text, "annotations": part.annotations}
     yield event("response.content_part.done", item_id=item_id, content_index=0, part=content)
     done = {**message, "status": "completed", "content": [content]}
+    yield event("response.output_item.done", item=done)
+    return done
+
+
+def _web_search_events(
+    part: WebSearch, item_id: str, event: Callable[..., dict[str, Any]]
+) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    # As the Responses API streams it: the query (and the sources, when the request asked
+    # for ``web_search_call.action.sources``) only arrive with the finished item.
+    item: dict[str, Any] = {"type": "web_search_call", "id": item_id, "status": "in_progress"}
+    yield event("response.output_item.added", item=item)
+    yield event("response.web_search_call.in_progress", item_id=item_id)
+    yield event("response.web_search_call.searching", item_id=item_id)
+    if part.status == "completed":
+        yield event("response.web_search_call.completed", item_id=item_id)
+    sources = [{"type": "url", "url": url} for url in part.sources]
+    action = {"type": "search", "query": part.query, "sources": sources}
+    done = {**item, "status": part.status, "action": action}
     yield event("response.output_item.done", item=done)
     return done
