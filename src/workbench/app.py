@@ -71,13 +71,15 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             app.state.kernels = kernels
             app.state.attachments = attachments
             services = ToolServices(settings, models.provider, kernels, workspaces, signer, blobs)
+            toolset = build_toolset(services)
             app.state.server = WorkbenchServer(
-                store, settings, models, attachments, workspaces, build_toolset(services)
+                store, settings, models, attachments, workspaces, toolset
             )
             try:
                 yield
             finally:
                 collector.cancel()
+                await toolset.aclose()
                 await kernels.close()
                 await blobs.close()
 

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a failed model request (429, 5xx, timeouts)."
     )
 
-    # -- web search (OpenAI's hosted tool) ---------------------------------------------------
+    # -- web search (OpenAI's hosted tool, or SearXNG for search_web) ------------------------
     openai_web_search: bool = Field(
         default=True, description="Offer OpenAI's hosted web search (OpenAI provider only)."
     )
@@ -145,6 +145,26 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("must be an IANA timezone such as Europe/Paris") from None
         return value
+
+    searxng_url: str | None = Field(
+        default=None,
+        description="A SearXNG instance (with json in its search.formats) for the search_web "
+        "tool; unset: no search_web.",
+    )
+    searxng_timeout: float = Field(
+        default=8.0, gt=0, description="Seconds a SearXNG search may take in all."
+    )
+    searxng_results: int = Field(
+        default=5, ge=1, le=50, description="Results of a search the model is given."
+    )
+    searxng_text_chars: int = Field(
+        default=400,
+        ge=40,
+        description="Characters kept of a query and of each result's title and snippet.",
+    )
+    searxng_max_kb: int = Field(
+        default=2048, ge=16, description="Largest SearXNG answer read, in KiB."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -230,6 +250,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an absolute http(s) URL, e.g. https://chat.example.com")
+        return value.rstrip("/")
+
+    @field_validator("searxng_url")
+    @classmethod
+    def _absolute_searxng_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL, e.g. http://127.0.0.1:8888")
         return value.rstrip("/")
 
     @field_validator("cors_origins", "models", "upload_mime_types", mode="before")

@@ -13,6 +13,7 @@ from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.cgroups import CgroupFactory
 from workbench.store import open_database
 from workbench.store.migrations import pending_migrations
+from workbench.tools.searxng import SearxngClient, SearxngError
 
 
 async def _check_sandbox(
@@ -38,6 +39,27 @@ async def _check_sandbox(
             "an rlimit, which does not hold when the server runs as root\n"
         )
     cgroups.close()
+
+
+async def _check_searxng(settings: Settings, report: Callable[[bool, str, str], None]) -> None:
+    if settings.searxng_url is None:
+        return
+    if settings.resolved_provider == "openai" and settings.openai_web_search:
+        report(True, "search_web: not offered (the OpenAI provider searches the web itself; "
+               "WORKBENCH_OPENAI_WEB_SEARCH=false to use SearXNG)", "")  # fmt: skip
+        return
+    client = SearxngClient(
+        settings.searxng_url, timeout=settings.searxng_timeout,
+        max_bytes=settings.searxng_max_kb * 1024, text_chars=settings.searxng_text_chars,
+    )  # fmt: skip
+    try:
+        await client.search("workbench", 1)
+        report(True, f"search_web: SearXNG at {settings.searxng_url} answers JSON", "")
+    except SearxngError as error:
+        report(False, f"search_web: {error.args[0]}",
+               error.fix or "check WORKBENCH_SEARXNG_URL and SearXNG's log")  # fmt: skip
+    finally:
+        await client.aclose()
 
 
 async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
@@ -77,6 +99,7 @@ async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             report(False, f"model provider ({where}): {type(error).__name__}: {error}", fix)
 
     await _check_sandbox(settings, report, out)
+    await _check_searxng(settings, report)
 
     if settings.auth == "none":
         report(True, "auth: none (one local user; loopback only unless forced)")

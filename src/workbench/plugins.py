@@ -8,8 +8,9 @@ Neutral ground between ``agent/`` (which runs the model and dispatches what it s
 * ``ToolPlugin`` is one tool: its id (the function name the model sees, or the hosted tool's
   type), its Agents SDK definition, its line of instructions, how its call shows while the
   model streams it, what a Stop keeps of its items, its widget-action handlers and its
-  demo-model trigger. The defaults show a call as a workflow task that completes with a
-  preview of the output; a plug-in overrides only what it shows differently.
+  demo-model trigger, and ``aclose`` for what it holds (called at server shutdown). The
+  defaults show a call as a workflow task that completes with a preview of the output; a
+  plug-in overrides only what it shows differently.
 * ``Toolset`` is the plug-ins of one server, built by ``tools.registry``.
 """
 
@@ -132,6 +133,10 @@ class ToolPlugin:
         """What a Stop saves of the response's pending items: this tool's, as they stood."""
         return items
 
+    async def aclose(self) -> None:
+        """Release what the plug-in holds (an HTTP client); called once, at server shutdown."""
+        return None
+
     def _tasks(self, turn: TurnContext) -> dict[str, Task]:
         return turn.state(f"{self.id}:tasks", dict)
 
@@ -207,3 +212,7 @@ class Toolset:
         for plugin in self.plugins:
             kept = plugin.stopped(turn, kept)
         return kept
+
+    async def aclose(self) -> None:
+        for plugin in self.plugins:
+            await plugin.aclose()

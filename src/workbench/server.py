@@ -31,6 +31,7 @@ from chatkit.types import (
     SDKHiddenContextItem,
     StreamingReq,
     ThreadItem,
+    ThreadItemDoneEvent,
     ThreadItemRemovedEvent,
     ThreadMetadata,
     ThreadsRetryAfterItemReq,
@@ -51,6 +52,7 @@ from workbench.agent.models import ModelCatalog
 from workbench.agent.session import TranscriptSession
 from workbench.agent.stream import AdaptedRun
 from workbench.agent.titles import make_title
+from workbench.citations import annotate_message
 from workbench.config import Settings
 from workbench.context import RequestContext
 from workbench.files.attachments import WorkbenchAttachmentStore
@@ -207,7 +209,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         )
         try:
             async for event in stream_agent_response(agent_context, adapted):  # type: ignore[arg-type]
-                yield event
+                yield _with_citations(event, agent_context)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away or pressed stop: stop the model and any tool at once.
             adapted.cancel()
@@ -333,6 +335,16 @@ def _keep_refusal(
     error = data.error
     refusal = error.refusal if isinstance(error, ModelRefusalError) else str(error)
     return RunErrorHandlerResult(final_output=refusal, include_in_history=False)
+
+
+def _with_citations(event: ThreadStreamEvent, turn: TurnContext) -> ThreadStreamEvent:
+    # The finished message is what the SDK saves and the client keeps: its [n] that name a
+    # source a tool gave this turn become annotations there. The transcript keeps the text as
+    # the model wrote it.
+    if isinstance(event, ThreadItemDoneEvent) and isinstance(event.item, AssistantMessageItem):
+        item = annotate_message(event.item, turn.citable)
+        return event if item is event.item else ThreadItemDoneEvent(item=item)
+    return event
 
 
 def _worth_keeping(item: ThreadItem) -> bool:
