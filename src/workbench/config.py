@@ -233,6 +233,24 @@ class Settings(BaseSettings):
         default=8, ge=0, description="Images (displayed or written) one cell widget shows inline."
     )
 
+    # -- calculator ------------------------------------------------------------------------
+    calculator_max_chars: int = Field(
+        default=1000, ge=10, le=100_000, description="Longest expression `calculate` reads."
+    )
+    # At most 4000: Python refuses to print an integer of more than 4300 digits.
+    calculator_max_digits: int = Field(
+        default=3000,
+        ge=20,
+        le=4000,
+        description="Digits of the largest number (10**-this, the smallest).",
+    )
+    calculator_max_factorial: int = Field(
+        default=1000, ge=1, le=100_000, description="Largest n of factorial(n) and comb(n, k)."
+    )
+    calculator_time_budget: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds one calculation may take."
+    )
+
     @field_validator("secret_key")
     @classmethod
     def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:

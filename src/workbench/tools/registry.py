@@ -8,12 +8,13 @@ so the model is never offered a tool that fails. Adding a tool is one module and
 from __future__ import annotations
 
 from workbench.plugins import Toolset
-from workbench.tools import files, python, search_web, web_search
+from workbench.tools import calculator, files, python, search_web, web_search
 from workbench.tools.services import ToolServices
 
 _MODULES = (
     python,
     files,
+    calculator,
     web_search,
     search_web,
 )
