@@ -142,7 +142,7 @@ async def test_function_call_runs_the_tool_once(
     assert calls == ["Lisbon"]
     assert [text_of(m) for m in assistant_done(events)] == ["It is sunny in Lisbon today."]
     first, second = scripted_openai.streamed
-    assert "look_up_weather" in [tool["name"] for tool in first["tools"]]
+    assert "look_up_weather" in [tool.get("name") for tool in first["tools"]]
     by_type = {entry.get("type"): entry for entry in second["input"]}
     call = by_type["function_call"]
     assert (call["call_id"], call["name"], call["arguments"]) == (

@@ -10,7 +10,7 @@ real model streams them.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,17 @@ class FunctionCall:
     call_id: str
 
 
-OutputPart = Text | Refusal | Reasoning | FunctionCall
+@dataclass
+class ImageGeneration:
+    """A hosted image generation call: ``partials`` then ``result`` (base64 images); no
+    result and ``status="failed"`` for a call that fails."""
+
+    result: str | None
+    partials: list[str] = field(default_factory=list)
+    status: str = "completed"
+
+
+OutputPart = Text | Refusal | Reasoning | FunctionCall | ImageGeneration
 
 
 def chunks(text: str, size: int) -> list[str]:
@@ -103,6 +113,9 @@ def _item_events(
         yield event("response.output_item.done", item=done)
         return done
 
+    if isinstance(part, ImageGeneration):
+        return (yield from _image_events(part, item_id, event))
+
     if isinstance(part, Reasoning):
         item = {"type": "reasoning", "id": item_id, "summary": []}
         yield event("response.output_item.added", item=item)
@@ -162,5 +175,28 @@ def _item_events(
         content = {**content, "text": part.text, "annotations": part.annotations}
     yield event("response.content_part.done", item_id=item_id, content_index=0, part=content)
     done = {**message, "status": "completed", "content": [content]}
+    yield event("response.output_item.done", item=done)
+    return done
+
+
+def _image_events(
+    part: ImageGeneration, item_id: str, event: Callable[..., dict[str, Any]]
+) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    item: dict[str, Any] = {
+        "type": "image_generation_call", "id": item_id, "status": "in_progress", "result": None,
+    }  # fmt: skip
+    yield event("response.output_item.added", item=item)
+    yield event("response.image_generation_call.in_progress", item_id=item_id)
+    yield event("response.image_generation_call.generating", item_id=item_id)
+    for index, partial in enumerate(part.partials):
+        yield event(
+            "response.image_generation_call.partial_image",
+            item_id=item_id, partial_image_index=index, partial_image_b64=partial,
+        )  # fmt: skip
+    if part.status == "completed":
+        yield event("response.image_generation_call.completed", item_id=item_id)
+    done = {**item, "status": part.status, "result": part.result}
+    if part.result is not None:
+        done["output_format"] = "png"
     yield event("response.output_item.done", item=done)
     return done

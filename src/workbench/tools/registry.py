@@ -8,12 +8,13 @@ so the model is never offered a tool that fails. Adding a tool is one module and
 from __future__ import annotations
 
 from workbench.plugins import Toolset
-from workbench.tools import files, python
+from workbench.tools import files, image_generation, python
 from workbench.tools.services import ToolServices
 
 _MODULES = (
     python,
     files,
+    image_generation,
 )
 
 
