@@ -56,10 +56,10 @@ def task_updates(events: list[Any]) -> list[SearchTask]:
 
 
 def tools_sent(body: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The function names, and the hosted tools, of one provider request."""
+    """The function names, and the hosted web search tools, of one provider request."""
     tools = body.get("tools") or []
     names = [tool["name"] for tool in tools if tool["type"] == "function"]
-    return names, [tool for tool in tools if tool["type"] != "function"]
+    return names, [tool for tool in tools if tool["type"] == "web_search"]
 
 
 def citation(url: str, title: str) -> dict[str, Any]:
@@ -184,13 +184,14 @@ async def test_the_request_offers_web_search_as_configured(
     with running(LiveServer(settings)) as live:
         scripted_openai.script(responses_step([Text("Hi.")]), title_step("Hi"))
         await stream_events(http, live.url, create_thread("Hello"))
-        function_ids = [i for i in live.workbench.toolset.ids if i != "web_search"]
+        ids = live.workbench.toolset.ids
 
-    names, hosted = tools_sent(scripted_openai.streamed[-1])
-    assert "execute_python" in names and "read_file" in names
-    assert names == function_ids
-    [search] = hosted
-    assert search["type"] == "web_search"
+    sent = scripted_openai.streamed[-1]["tools"]
+    assert [tool.get("name") or tool["type"] for tool in sent] == ids
+    assert {"execute_python", "read_file", "calculate", "web_search", "image_generation"} <= set(
+        ids
+    )
+    [search] = [tool for tool in sent if tool["type"] == "web_search"]
     assert search["search_context_size"] == "high"
     assert search["user_location"] == {
         "type": "approximate", "country": "PT", "city": "Lisbon", "timezone": "Europe/Lisbon",

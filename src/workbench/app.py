@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
                 await toolset.aclose()
                 await kernels.close()
                 await blobs.close()
+                if catalog is None:  # ours: its HTTP client closes on this loop, not in a GC
+                    await models.aclose()
 
     app = FastAPI(title="Workbench", lifespan=lifespan)
     app.add_middleware(

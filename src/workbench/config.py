@@ -165,6 +165,22 @@ class Settings(BaseSettings):
     searxng_max_kb: int = Field(
         default=2048, ge=16, description="Largest SearXNG answer read, in KiB."
     )
+    # -- image generation (the OpenAI provider's hosted tool) --------------------------------
+    openai_image_generation: bool = Field(
+        default=True, description="Offer the hosted image generation tool (OpenAI provider)."
+    )
+    image_partials: int = Field(
+        default=2, ge=0, le=3, description="Partial images streamed while an image is drawn."
+    )
+    image_size: str = Field(
+        default="auto",
+        pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$",
+        description="Size of generated images: WIDTHxHEIGHT or auto.",
+    )
+    image_quality: Literal["low", "medium", "high", "auto"] = Field(
+        default="auto", description="Quality of generated images."
+    )
+    image_max_mb: int = Field(default=50, ge=1, description="Largest generated image kept, in MiB.")
 
     @field_validator("data_dir")
     @classmethod

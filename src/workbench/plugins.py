@@ -11,6 +11,10 @@ Neutral ground between ``agent/`` (which runs the model and dispatches what it s
   demo-model trigger, and ``aclose`` for what it holds (called at server shutdown). The
   defaults show a call as a workflow task that completes with a preview of the output; a
   plug-in overrides only what it shows differently.
+* A plug-in may also wrap the ChatKit ``ResponseStreamConverter`` of a turn (how a generated
+  image's bytes become a URL, say: ``ConverterWrapper``) and rewrite its own items on their
+  way into and out of the thread's model transcript (``transcript_saving`` /
+  ``transcript_replaying``: bytes that belong in the blob store, not in Postgres).
 * ``Toolset`` is the plug-ins of one server, built by ``tools.registry``.
 """
 
@@ -20,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from agents import FunctionTool, Tool
-from chatkit.agents import AgentContext
+from chatkit.agents import AgentContext, ResponseStreamConverter
 from chatkit.types import CustomTask, Source, Task, ThreadItem
 from pydantic import Field
 
@@ -137,6 +141,23 @@ class ToolPlugin:
         """Release what the plug-in holds (an HTTP client); called once, at server shutdown."""
         return None
 
+    # -- how the turn's stream is converted, and how its calls are kept ---------------------
+
+    def stream_converter(
+        self, turn: TurnContext, inner: ResponseStreamConverter
+    ) -> ResponseStreamConverter:
+        """The converter ChatKit's ``stream_agent_response`` uses for this turn: ``inner``, or
+        a ``ConverterWrapper`` of it changing what this tool streams (image URLs, citations)."""
+        return inner
+
+    async def transcript_saving(self, turn: TurnContext, item: dict[str, Any]) -> dict[str, Any]:
+        """One of this tool's items (``item_type``) as it goes into the model transcript."""
+        return item
+
+    async def transcript_replaying(self, turn: TurnContext, item: dict[str, Any]) -> dict[str, Any]:
+        """One of this tool's items as it comes out of the transcript, back to the model."""
+        return item
+
     def _tasks(self, turn: TurnContext) -> dict[str, Task]:
         return turn.state(f"{self.id}:tasks", dict)
 
@@ -156,8 +177,39 @@ class FunctionToolPlugin(ToolPlugin):
         return self._demo_trigger(text) if self._demo_trigger else None
 
 
+class ConverterWrapper(ResponseStreamConverter):
+    """A converter that hands everything to ``inner``: subclass it, override what one tool
+    changes, and the other plug-ins' wrappers keep theirs."""
+
+    def __init__(self, inner: ResponseStreamConverter) -> None:
+        super().__init__(partial_images=inner.partial_images)
+        self.inner = inner
+
+    async def base64_image_to_url(
+        self, image_id: str, base64_image: str, partial_image_index: int | None = None
+    ) -> str:
+        return await self.inner.base64_image_to_url(image_id, base64_image, partial_image_index)
+
+    def partial_image_index_to_progress(self, partial_image_index: int) -> float:
+        return self.inner.partial_image_index_to_progress(partial_image_index)
+
+    async def file_citation_to_annotation(self, file_citation: Any) -> Any:
+        return await self.inner.file_citation_to_annotation(file_citation)
+
+    async def container_file_citation_to_annotation(self, container_file_citation: Any) -> Any:
+        return await self.inner.container_file_citation_to_annotation(container_file_citation)
+
+    async def url_citation_to_annotation(self, url_citation: Any) -> Any:
+        return await self.inner.url_citation_to_annotation(url_citation)
+
+
 def _call_key(item: Any) -> str:
     return str(getattr(item, "call_id", None) or getattr(item, "id", ""))
+
+
+def _field(item: Any, name: str) -> Any:
+    """``item[name]`` of a transcript item (a dict), ``item.name`` of a streamed one."""
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
 class Toolset:
@@ -195,11 +247,25 @@ class Toolset:
         return {plugin.id: plugin.demo_trigger for plugin in self.plugins}
 
     def owner_of(self, item: Any) -> ToolPlugin | None:
-        """The plug-in a streamed output item (a tool call) belongs to."""
-        item_type = getattr(item, "type", None)
+        """The plug-in an output item (a tool call, streamed or in the transcript) belongs to."""
+        item_type = _field(item, "type")
         if item_type == "function_call":
-            return self._by_id.get(getattr(item, "name", ""))
+            return self._by_id.get(str(_field(item, "name") or ""))
         return self._hosted.get(str(item_type))
+
+    def stream_converter(self, turn: TurnContext) -> ResponseStreamConverter:
+        converter = ResponseStreamConverter()
+        for plugin in self.plugins:
+            converter = plugin.stream_converter(turn, converter)
+        return converter
+
+    async def transcript_saving(self, turn: TurnContext, item: Any) -> Any:
+        plugin = self.owner_of(item) if isinstance(item, dict) else None
+        return item if plugin is None else await plugin.transcript_saving(turn, item)
+
+    async def transcript_replaying(self, turn: TurnContext, item: Any) -> Any:
+        plugin = self.owner_of(item) if isinstance(item, dict) else None
+        return item if plugin is None else await plugin.transcript_replaying(turn, item)
 
     def replacing(self, plugin: ToolPlugin) -> Toolset:
         """This toolset with ``plugin`` in place of the one with its id (or added last)."""

@@ -178,18 +178,21 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         message = input_user_message or await self._latest_item(thread, context)
         options = input_user_message.inference_options if input_user_message else None
         model_name = self.catalog.resolve(options.model if options else None)
+        agent_context = TurnContext(thread=thread, store=self.store, request_context=context)
+        toolset = self.toolset
         session = TranscriptSession(
             self.store.pool, thread.id, context.user_id, turn=message.id if message else thread.id,
             max_items=self.settings.history_max_items,
             refresh_links=lambda text: refresh_download_links(
                 self.attachments.signer, text, context
             ),
+            saving=lambda item: toolset.transcript_saving(agent_context, item),
+            replaying=lambda item: toolset.transcript_replaying(agent_context, item),
         )  # fmt: skip
         if input_user_message and await session.has_turn():
             await session.rewind()  # threads.retry_after_item: answer this message afresh
         converter = WorkbenchConverter(self.attachments, self.workspaces, context, thread.id)
         agent_input = await converter.to_agent_input(message) if message else []
-        agent_context = TurnContext(thread=thread, store=self.store, request_context=context)
         result = Runner.run_streamed(
             self._agent(
                 model_name, options.tool_choice.id if options and options.tool_choice else None
@@ -205,10 +208,14 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         adapted = AdaptedRun(
             result,
             lambda: self.store.generate_item_id("message", thread, context),
-            ToolActivity(agent_context, self.toolset),
+            ToolActivity(agent_context, toolset),
         )
         try:
-            async for event in stream_agent_response(agent_context, adapted):  # type: ignore[arg-type]
+            async for event in stream_agent_response(
+                agent_context,
+                adapted,  # type: ignore[arg-type]
+                converter=toolset.stream_converter(agent_context),
+            ):
                 yield _with_citations(event, agent_context)
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away or pressed stop: stop the model and any tool at once.

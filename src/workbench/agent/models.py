@@ -57,6 +57,10 @@ class ModelCatalog:
             return OpenAIResponsesModel(model=name, openai_client=self.client)
         return OpenAIChatCompletionsModel(model=name, openai_client=self.client)
 
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
     def describe(self) -> str:
         if self.provider == "demo":
             return (

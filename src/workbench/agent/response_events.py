@@ -47,7 +47,17 @@ class WebSearch:
     status: str = "completed"  # or "failed"
 
 
-OutputPart = Text | Refusal | Reasoning | FunctionCall | WebSearch
+@dataclass
+class ImageGeneration:
+    """A hosted image generation call: ``partials`` then ``result`` (base64 images); no
+    result and ``status="failed"`` for a call that fails."""
+
+    result: str | None
+    partials: list[str] = field(default_factory=list)
+    status: str = "completed"
+
+
+OutputPart = Text | Refusal | Reasoning | FunctionCall | WebSearch | ImageGeneration
 
 
 def chunks(text: str, size: int) -> list[str]:
@@ -114,6 +124,8 @@ def _item_events(
 
     if isinstance(part, WebSearch):
         return (yield from _web_search_events(part, item_id, event))
+    if isinstance(part, ImageGeneration):
+        return (yield from _image_events(part, item_id, event))
 
     if isinstance(part, Reasoning):
         item = {"type": "reasoning", "id": item_id, "summary": []}
@@ -192,5 +204,28 @@ def _web_search_events(
     sources = [{"type": "url", "url": url} for url in part.sources]
     action = {"type": "search", "query": part.query, "sources": sources}
     done = {**item, "status": part.status, "action": action}
+    yield event("response.output_item.done", item=done)
+    return done
+
+
+def _image_events(
+    part: ImageGeneration, item_id: str, event: Callable[..., dict[str, Any]]
+) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    item: dict[str, Any] = {
+        "type": "image_generation_call", "id": item_id, "status": "in_progress", "result": None,
+    }  # fmt: skip
+    yield event("response.output_item.added", item=item)
+    yield event("response.image_generation_call.in_progress", item_id=item_id)
+    yield event("response.image_generation_call.generating", item_id=item_id)
+    for index, partial in enumerate(part.partials):
+        yield event(
+            "response.image_generation_call.partial_image",
+            item_id=item_id, partial_image_index=index, partial_image_b64=partial,
+        )  # fmt: skip
+    if part.status == "completed":
+        yield event("response.image_generation_call.completed", item_id=item_id)
+    done = {**item, "status": part.status, "result": part.result}
+    if part.result is not None:
+        done["output_format"] = "png"
     yield event("response.output_item.done", item=done)
     return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agents.items import TResponseInputItem
@@ -11,6 +11,9 @@ from agents.memory import SessionSettings
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+
+ItemHook = Callable[[Any], Awaitable[Any]]
+"""Rewrites one transcript item on its way in or out (the tools' transcript hooks)."""
 
 
 class TranscriptSession:
@@ -20,6 +23,9 @@ class TranscriptSession:
     message being answered), which is what lets a retry rewind the transcript to just before
     that message. Reads return at most ``max_items`` of the newest items, starting at a user
     message so a tool output is never sent without the call it answers.
+
+    Every item passes ``saving`` before it is stored and ``replaying`` when it is read back,
+    so what must not live in Postgres (a generated image's bytes) can be kept elsewhere.
     """
 
     session_settings: SessionSettings | None = None
@@ -32,9 +38,13 @@ class TranscriptSession:
         turn: str,
         max_items: int,
         refresh_links: Callable[[str], str] = lambda text: text,
+        saving: ItemHook | None = None,
+        replaying: ItemHook | None = None,
     ) -> None:
         self._pool = pool
         self._refresh_links = refresh_links
+        self._saving = saving or _unchanged
+        self._replaying = replaying or _unchanged
         self.session_id = thread_id
         self._owner = owner
         self._turn = turn
@@ -56,14 +66,14 @@ class TranscriptSession:
         items = [json.loads(self._refresh_links(text)) for text in reversed(newest_first)]
         if len(items) == budget:
             items = _from_first_user_message(items)
-        return items
+        return [await self._replaying(item) for item in items]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         if not items:
             return
         rows = [
-            (self.session_id, self._owner, self._turn, Jsonb(_without_fake_id(item)))
-            for item in items
+            (self.session_id, self._owner, self._turn, Jsonb(_without_fake_id(saved)))
+            for saved in [await self._saving(item) for item in items]
         ]
         async with self._pool.connection() as conn, conn.cursor() as cursor:
             await cursor.executemany(
@@ -84,7 +94,7 @@ class TranscriptSession:
                 (self.session_id, self._owner),
             )
             row = await cursor.fetchone()
-        return None if row is None else row[0]
+        return None if row is None else await self._replaying(row[0])
 
     async def clear_session(self) -> None:
         async with self._pool.connection() as conn:
@@ -116,6 +126,10 @@ class TranscriptSession:
                 {"thread": self.session_id, "owner": self._owner, "turn": self._turn},
             )
             return cursor.rowcount
+
+
+async def _unchanged(item: Any) -> Any:
+    return item
 
 
 def _from_first_user_message(items: list[Any]) -> list[Any]:

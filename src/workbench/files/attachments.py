@@ -90,6 +90,14 @@ def _invisible(char: str) -> bool:
     return category in {"Cc", "Cs", "Zl", "Zp"}
 
 
+def attachment_url(
+    signer: UrlSigner, attachment_id: str, owner: str, base_url: str, *, inline: bool
+) -> str:
+    """The absolute signed link serving an attachment's bytes (``inline`` for images)."""
+    params = {"inline": "1"} if inline else None
+    return signer.sign(base_url, f"{ATTACHMENTS_PREFIX}/{attachment_id}", owner, params=params)
+
+
 class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
     def __init__(
         self, store: PostgresStore, blobs: BlobStore, signer: UrlSigner, settings: Settings
@@ -281,10 +289,7 @@ class WorkbenchAttachmentStore(AttachmentStore[RequestContext]):
         return url, "POST", {}
 
     def download_url(self, attachment_id: str, owner: str, base_url: str, *, inline: bool) -> str:
-        params = {"inline": "1"} if inline else None
-        return self.signer.sign(
-            base_url, f"{ATTACHMENTS_PREFIX}/{attachment_id}", owner, params=params
-        )
+        return attachment_url(self.signer, attachment_id, owner, base_url, inline=inline)
 
     def _attachment(
         self,
