@@ -40,11 +40,13 @@ from tests.live import (
     LiveServer,
     ScriptedOpenAI,
     Step,
+    add_message,
     create_thread,
     provider_settings,
     responses_step,
     running,
     started,
+    title_step,
 )
 from tests.postgres_server import admin_server, throwaway_database
 
@@ -118,14 +120,25 @@ async def pair(
 ) -> dict[str, list[float]]:
     """Turn times per side, the sides taking turns."""
     times: dict[str, list[float]] = {name: [] for name in sides}
+    threads = {name: await new_thread(client, live, scripted) for name in sides}
     for index in range(WARMUP + TURNS):
         for name, (toolset, parts) in sides.items():
             live.workbench.toolset = toolset
             scripted.script(step(parts, []), *[step([Text("ok")], [])] * followups(parts))
-            turn = await run_turn(client, live.url, create_thread("go"), {})
+            turn = await run_turn(client, live.url, add_message(threads[name], "go"), {})
             if index >= WARMUP:
                 times[name].append(turn.seconds)
     return times
+
+
+async def new_thread(client: httpx.AsyncClient, live: LiveServer, scripted: ScriptedOpenAI) -> str:
+    """A thread with a title already (so no turn of it asks the model for one)."""
+    scripted.script(step([Text("Hello")], []), title_step("Bench"))
+    async with client.stream("POST", live.url, json=create_thread("hi")) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and '"thread.created"' in line:
+                thread_id: str = json.loads(line[6:])["thread"]["id"]
+        return thread_id
 
 
 def followups(parts: list[OutputPart]) -> int:
@@ -157,7 +170,8 @@ async def relay(
         parts: list[OutputPart] = [
             ImageGeneration(result=picture, partials=[picture]), Text(ANSWER),
         ]  # fmt: skip
-        scripted.script(step(parts, sent))
+        # A new thread each time: a thread's images go back to the model on every turn.
+        scripted.script(step(parts, sent), title_step("Drawing"))
         turn = await run_turn(client, live.url, create_thread("draw"), markers)
         if index < WARMUP:
             continue

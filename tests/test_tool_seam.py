@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ast
+import re
 import secrets
+import types
 from pathlib import Path
+from typing import cast
 
+import httpx
+
+from tests.live import LiveServer, create_thread, running, stream_events
 from workbench.config import Settings
 from workbench.files.blobs import open_blob_store
 from workbench.files.signing import UrlSigner
@@ -15,6 +21,7 @@ from workbench.tools.registry import build_toolset
 from workbench.tools.services import Provider, ToolServices
 
 AGENT = Path(__file__).resolve().parents[1] / "src" / "workbench" / "agent"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -> list[str]:
@@ -54,3 +61,31 @@ def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> Non
 
 def test_execute_python_keeps_its_id(tmp_path: Path) -> None:
     assert toolset_ids(tmp_path, "demo")[0] == "execute_python"
+
+
+def readme_example() -> str:
+    text = README.read_text()
+    section = text[text.index("### Adding a tool") :]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
+
+
+async def test_the_readme_example_tool_plugs_in(
+    settings: Settings, http: httpx.AsyncClient
+) -> None:
+    module = types.ModuleType("workbench.tools.clock")
+    exec(compile(readme_example(), "README.md", "exec"), module.__dict__)
+    with running(LiveServer(settings)) as live:
+        services = cast(ToolServices, None)  # the example needs none of them
+        [clock] = module.plugins(services)
+        live.workbench.toolset = live.workbench.toolset.replacing(clock)
+        events = await stream_events(http, live.url, create_thread("time: Europe/Lisbon"))
+
+    [reply] = [
+        e.item
+        for e in events
+        if e.type == "thread.item.done" and e.item.type == "assistant_message"
+    ]
+    text = "".join(part.text for part in reply.content)
+    assert "`current_time` returned" in text
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0[01]:00", text), text
+    assert "Use current_time for the date or time" in clock.instructions
