@@ -20,13 +20,14 @@ Neutral ground between ``agent/`` (which runs the model and dispatches what it s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from agents import FunctionTool, Tool
 from chatkit.agents import AgentContext, ResponseStreamConverter
-from chatkit.types import CustomTask, Source, Task, ThreadItem
-from pydantic import Field
+from chatkit.types import CustomTask, Source, Task, ThreadItem, ThreadStreamEvent
+from pydantic import Field, PrivateAttr
 
 from workbench.context import RequestContext
 
@@ -47,6 +48,30 @@ class TurnContext(AgentContext[RequestContext]):
     tool_state: dict[str, Any] = Field(default_factory=dict)
     # Sources the answer may cite as ``[n]``, numbered across every search of this turn.
     citable: dict[int, Source] = Field(default_factory=dict)
+    _held: list[ThreadStreamEvent] | None = PrivateAttr(default=None)
+
+    async def stream(self, event: ThreadStreamEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            await super().stream(event)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[list[ThreadStreamEvent]]:
+        """Keep what is streamed meanwhile in a list instead of ChatKit's queue.
+
+        ChatKit merges its queue with the model's stream in no set order: a task that a hook
+        shows for one model event could otherwise reach the client after the next event (a
+        message that closes the workflow, which would then be saved before the task's
+        workflow was ever added). The dispatcher holds what hooks stream and sends it ahead
+        of the next model event.
+        """
+        held: list[ThreadStreamEvent] = []
+        self._held = held
+        try:
+            yield held
+        finally:
+            self._held = None
 
     def state(self, key: str, factory: Callable[[], T]) -> T:
         """This turn's state for ``key``, created by ``factory`` on first use."""

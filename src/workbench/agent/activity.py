@@ -17,7 +17,7 @@ from workbench.plugins import ToolPlugin, Toolset, TurnContext
 
 class ToolActivity:
     def __init__(self, turn: TurnContext, toolset: Toolset) -> None:
-        self._turn = turn
+        self.turn = turn
         self._toolset = toolset
         self._by_item: dict[str, ToolPlugin] = {}  # provider item id -> its plug-in
         self._by_call: dict[str, ToolPlugin] = {}  # function call id -> its plug-in
@@ -31,7 +31,7 @@ class ToolActivity:
             plugin = self._by_call.pop(str(call_id), None)
             if plugin is not None:
                 output = getattr(event.item, "output", None)
-                await plugin.call_output(self._turn, str(call_id), output)
+                await plugin.call_output(self.turn, str(call_id), output)
 
     async def _raw(self, data: Any) -> None:
         kind = getattr(data, "type", "")
@@ -42,10 +42,10 @@ class ToolActivity:
             self._by_item[data.item.id or ""] = plugin
             if getattr(data.item, "call_id", None):
                 self._by_call[data.item.call_id] = plugin
-            await plugin.call_started(self._turn, data.item)
+            await plugin.call_started(self.turn, data.item)
         elif kind == "response.output_item.done":
             plugin = self._by_item.pop(getattr(data.item, "id", None) or "", None)
             if plugin is not None:
-                await plugin.call_written(self._turn, data.item)
+                await plugin.call_written(self.turn, data.item)
         elif (plugin := self._by_item.get(getattr(data, "item_id", None) or "")) is not None:
-            await plugin.call_event(self._turn, data)
+            await plugin.call_event(self.turn, data)

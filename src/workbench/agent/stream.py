@@ -9,6 +9,7 @@ from typing import Any
 from agents import RunResultStreaming
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.stream_events import RawResponsesStreamEvent, StreamEvent
+from chatkit.agents import _EventWrapper
 from pydantic import BaseModel
 
 from workbench.agent.activity import ToolActivity
@@ -39,7 +40,10 @@ class AdaptedRun:
             if isinstance(event, RawResponsesStreamEvent):
                 _normalize_annotation(event.data)
                 ids.rekey(event.data)
-            await self._activity.observe(event)
+            with self._activity.turn.holding() as held:
+                await self._activity.observe(event)
+            for shown in held:  # what the tools showed for this event, ahead of the next
+                yield _EventWrapper(shown)  # type: ignore[misc]
             yield event
         if self._cancelled:
             # A cancelled `stream_agent_response` leaves its pending read of this stream
