@@ -335,9 +335,11 @@ def test_the_widget_shows_expression_and_result(expression: str) -> None:
         assert f"{calculation.relation} {data['result']}" in texts
 
 
-def test_the_calculator_is_offered_on_every_provider_with_no_sandbox(tmp_path: Path) -> None:
+async def test_the_calculator_is_offered_on_every_provider_with_no_sandbox(
+    tmp_path: Path,
+) -> None:
     for provider in ("openai", "chat_completions", "demo"):
-        assert "calculate" in toolset_ids(tmp_path, provider, sandbox="none")
+        assert "calculate" in await toolset_ids(tmp_path, provider, sandbox="none")
 
 
 def widget_texts(node: Any) -> list[str]:

@@ -359,11 +359,11 @@ async def test_a_failed_or_broken_image_is_explained_and_nothing_is_kept(
     await assert_no_base64_in_postgres(database_url, thread_id)
 
 
-def test_offered_only_on_openai_and_only_when_on(tmp_path: Path) -> None:
-    assert TOOL_ID in toolset_ids(tmp_path, "openai")
-    assert TOOL_ID not in toolset_ids(tmp_path, "chat_completions")
-    assert TOOL_ID not in toolset_ids(tmp_path, "demo")
-    assert TOOL_ID not in toolset_ids(tmp_path, "openai", openai_image_generation=False)
+async def test_offered_only_on_openai_and_only_when_on(tmp_path: Path) -> None:
+    assert TOOL_ID in await toolset_ids(tmp_path, "openai")
+    assert TOOL_ID not in await toolset_ids(tmp_path, "chat_completions")
+    assert TOOL_ID not in await toolset_ids(tmp_path, "demo")
+    assert TOOL_ID not in await toolset_ids(tmp_path, "openai", openai_image_generation=False)
 
 
 async def test_on_s3_the_image_is_an_object_in_the_bucket(

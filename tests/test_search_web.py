@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,15 +32,11 @@ from tests.live import (
 )
 from tests.searxng_server import Answer, ScriptedSearxng, result, results_body
 from tests.test_cancellation import eventually, read_until
+from tests.test_tool_seam import toolset_ids
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.doctor import doctor
-from workbench.files.blobs import open_blob_store
-from workbench.files.signing import UrlSigner
-from workbench.sandbox.manager import KernelManager
-from workbench.sandbox.workspaces import Workspaces
-from workbench.tools.registry import build_toolset
-from workbench.tools.services import Provider, ToolServices
+from workbench.tools.services import Provider
 
 
 @pytest.fixture
@@ -318,15 +313,7 @@ def searching(events: list[Any], query: str) -> bool:
 
 
 async def offered(tmp_path: Path, provider: Provider, **overrides: Any) -> bool:
-    settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)
-    workspaces = Workspaces(tmp_path / "workspaces")
-    services = ToolServices(
-        settings, provider, KernelManager(settings, workspaces), workspaces,
-        UrlSigner(secrets.token_bytes(32), 60), open_blob_store(settings),
-    )  # fmt: skip
-    toolset = build_toolset(services)
-    await toolset.aclose()
-    return "search_web" in toolset.ids
+    return "search_web" in await toolset_ids(tmp_path, provider, **overrides)
 
 
 async def test_offered_only_where_it_can_work(tmp_path: Path) -> None:

@@ -24,14 +24,19 @@ AGENT = Path(__file__).resolve().parents[1] / "src" / "workbench" / "agent"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -> list[str]:
+async def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -> list[str]:
+    """The ids of the tools a server with these settings would offer."""
     settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
     workspaces = Workspaces(tmp_path / "workspaces")
+    kernels = KernelManager(settings, workspaces)
     services = ToolServices(
-        settings, provider, KernelManager(settings, workspaces), workspaces,
-        UrlSigner(secrets.token_bytes(32), 60), open_blob_store(settings),
+        settings, provider, kernels, workspaces, UrlSigner(secrets.token_bytes(32), 60),
+        open_blob_store(settings),
     )  # fmt: skip
-    return build_toolset(services).ids
+    toolset = build_toolset(services)
+    await toolset.aclose()
+    await kernels.close()  # its cgroup, made when it was built
+    return toolset.ids
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -50,8 +55,8 @@ def test_agent_imports_no_tool_module() -> None:
         assert not tools, f"{path.name} imports {tools}"
 
 
-def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> None:
-    ids = set(toolset_ids(tmp_path, "openai")) | set(toolset_ids(tmp_path, "demo"))
+async def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> None:
+    ids = set(await toolset_ids(tmp_path, "openai")) | set(await toolset_ids(tmp_path, "demo"))
     assert "execute_python" in ids
     for name in ("activity.py", "demo.py", "stream.py"):
         source = (AGENT / name).read_text()
@@ -59,8 +64,8 @@ def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> Non
         assert not named, f"agent/{name} names tools {named}"
 
 
-def test_execute_python_keeps_its_id(tmp_path: Path) -> None:
-    assert toolset_ids(tmp_path, "demo")[0] == "execute_python"
+async def test_execute_python_keeps_its_id(tmp_path: Path) -> None:
+    assert (await toolset_ids(tmp_path, "demo"))[0] == "execute_python"
 
 
 def readme_example() -> str:
