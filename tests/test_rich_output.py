@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from chatkit.types import AssistantMessageItem
 
 from tests.live import LiveServer, list_items, running
 from tests.test_workspace import (
@@ -246,12 +247,16 @@ async def test_storable_whatever_the_cell_displays(
     )
     _, events = await run_turn(http, live, code)
     thread_id = events[0].thread.id
-    saved = [item for item in await list_items(http, live.url, thread_id) if item.type == "widget"]
+    items = await list_items(http, live.url, thread_id)
+    saved = [item for item in items if item.type == "widget"]
     assert len(saved) == 1
     shown = outputs_of(widget_of(saved[0]))
     assert shown[:5] == ["stdout", "```text\nout\ufffdput\n```", "a\ufffdb", "n\x01ul.md", "# c"]
     assert "ValueError: bad\ufffdvalue" in shown
-    assert "\x00" not in reply_of(events)
+    # Streamed as the cell printed it; saved (the reply quoting it too) cleaned.
+    assert "\x00" in reply_of(events)
+    [reply] = [item for item in items if isinstance(item, AssistantMessageItem)]
+    assert "\x00" not in reply.content[0].text and "out\ufffdput" in reply.content[0].text
 
 
 async def test_outputs_beyond_the_limits_are_counted_in_notes(

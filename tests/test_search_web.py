@@ -295,7 +295,7 @@ async def test_stop_mid_search_saves_the_task_stopped(
         async def saved_stopped() -> bool:
             tasks = search_tasks(await list_items(http, live.url, thread_id))
             return [(t.title, t.status_indicator) for t in tasks] == [
-                ("Web search stopped", "complete")
+                ("Web search stopped", "none")
             ]
 
         await eventually(saved_stopped)

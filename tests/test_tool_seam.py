@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import json
 import re
 import secrets
 import types
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
+from agents import FunctionTool, function_tool
+from chatkit.types import WorkflowItem
 
-from tests.live import LiveServer, create_thread, running, stream_events
+from tests.live import (
+    LiveServer,
+    ScriptedOpenAI,
+    create_thread,
+    list_items,
+    responses_step,
+    running,
+    stream_events,
+    title_step,
+)
+from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.files.blobs import open_blob_store
 from workbench.files.signing import UrlSigner
@@ -94,3 +108,67 @@ async def test_the_readme_example_tool_plugs_in(
     assert "`current_time` returned" in text
     assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0[01]:00", text), text
     assert "Use current_time for the date or time" in clock.instructions
+
+
+def slow_tool(seconds: float) -> FunctionTool:
+    @function_tool
+    async def slow_lookup(topic: str) -> str:
+        """Look a topic up, slowly."""
+        await asyncio.sleep(seconds)
+        return f"all about {topic}"
+
+    return slow_lookup
+
+
+def saved_tasks(items: list[Any]) -> list[tuple[str | None, str]]:
+    return [
+        (task.title, task.status_indicator)
+        for item in items
+        if isinstance(item, WorkflowItem)
+        for task in item.workflow.tasks
+    ]
+
+
+async def test_a_task_its_workflow_closed_on_is_saved_finished(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    """Two calls at once: the calculator's widget closes the workflow while the slow tool's
+    task still runs; the saved workflow still ends up showing it done."""
+    provider.add_tool(slow_tool(0.5))
+    scripted_openai.script(
+        responses_step([
+            FunctionCall("slow_lookup", '{"topic": "owls"}', "call_slow"),
+            FunctionCall("calculate", '{"expression": "6*7"}', "call_calc"),
+        ]),
+        responses_step([Text("Owls, and 42.")]),
+        title_step("Owls"),
+    )  # fmt: skip
+    events = await stream_events(http, provider.url, create_thread("owls and 6*7"))
+
+    assert not [e for e in events if e.type == "error"]
+    assert any(e.type == "thread.item.replaced" for e in events)
+    items = await list_items(http, provider.url, events[0].thread.id)
+    assert saved_tasks(items) == [("Using slow_lookup", "complete")]
+
+
+async def test_stop_leaves_no_task_spinning(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    provider.add_tool(slow_tool(30))
+    scripted_openai.script(
+        responses_step([FunctionCall("slow_lookup", '{"topic": "owls"}', "call_slow")]),
+    )
+    thread_id = ""
+    async with http.stream("POST", provider.url, json=create_thread("owls")) as response:
+        async for line in response.aiter_lines():
+            if '"thread.created"' in line:
+                thread_id = json.loads(line[6:])["thread"]["id"]
+            if '"workflow.task.added"' in line or '"type":"workflow"' in line:
+                break  # the task is showing: hang up, as a Stop does
+
+    for _ in range(100):
+        items = await list_items(http, provider.url, thread_id)
+        if saved_tasks(items):
+            break
+        await asyncio.sleep(0.1)
+    assert saved_tasks(items) == [("Using slow_lookup (stopped)", "none")]

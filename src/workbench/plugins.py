@@ -26,7 +26,15 @@ from typing import Any, TypeVar
 
 from agents import FunctionTool, Tool
 from chatkit.agents import AgentContext, ResponseStreamConverter
-from chatkit.types import CustomTask, Source, Task, ThreadItem, ThreadStreamEvent
+from chatkit.types import (
+    CustomTask,
+    Source,
+    Task,
+    ThreadItem,
+    ThreadItemReplacedEvent,
+    ThreadStreamEvent,
+    WorkflowItem,
+)
 from pydantic import Field, PrivateAttr
 
 from workbench.context import RequestContext
@@ -49,6 +57,8 @@ class TurnContext(AgentContext[RequestContext]):
     # Sources the answer may cite as ``[n]``, numbered across every search of this turn.
     citable: dict[int, Source] = Field(default_factory=dict)
     _held: list[ThreadStreamEvent] | None = PrivateAttr(default=None)
+    # Every task shown this turn: the workflow holding it, and its title should it be stopped.
+    _shown: list[tuple[Task, WorkflowItem, str]] = PrivateAttr(default_factory=list)
 
     async def stream(self, event: ThreadStreamEvent) -> None:
         if self._held is not None:
@@ -87,21 +97,42 @@ class TurnContext(AgentContext[RequestContext]):
         self.citable.update(zip(numbers, sources, strict=True))
         return numbers
 
-    async def show_task(self, task: Task) -> None:
-        """Add a task to the response's workflow (opening one if needed)."""
+    async def show_task(self, task: Task, *, stopped_title: str | None = None) -> None:
+        """Add a task to the response's workflow (opening one if needed).
+
+        Should the response be stopped while the task still runs, it is saved with
+        ``stopped_title`` (default: its title, marked stopped) and no spinner.
+        """
         await self.add_workflow_task(task)
+        assert self.workflow_item is not None
+        title = stopped_title or f"{task.title or 'Task'} (stopped)"
+        self._shown.append((task, self.workflow_item, title))
 
     async def refresh_task(self, task: Task) -> None:
-        """Send ``task``'s new state, if it is still in the open workflow."""
-        workflow = self.workflow_item
+        """Send ``task``'s new state to the client, and to the store if need be."""
+        # By identity: tasks in the same state compare equal.
+        workflow = next((w for shown, w, _ in self._shown if shown is task), None)
         if workflow is None:
             return
-        # By identity: tasks in the same state compare equal, and the first of two running
-        # alike would be overwritten in place of the second.
-        tasks = workflow.workflow.tasks
-        index = next((i for i, shown in enumerate(tasks) if shown is task), None)
-        if index is not None:
+        if workflow is self.workflow_item:
+            tasks = workflow.workflow.tasks
+            index = next(i for i, shown in enumerate(tasks) if shown is task)
             await self.update_workflow_task(task, index)
+        else:
+            # Its workflow closed (a widget or a message came meanwhile, as with calls in
+            # parallel) and was saved with the task still running: save it anew.
+            await self.stream(ThreadItemReplacedEvent(item=workflow))
+
+    def stop_tasks(self) -> list[WorkflowItem]:
+        """Mark every task still running as stopped; the workflows that hold them."""
+        touched: list[WorkflowItem] = []
+        for task, workflow, title in self._shown:
+            if task.status_indicator == "loading":
+                task.title = title
+                task.status_indicator = "none"
+                if not any(workflow is seen for seen in touched):
+                    touched.append(workflow)
+        return touched
 
 
 class ToolPlugin:
@@ -299,7 +330,11 @@ class Toolset:
         return Toolset(plugin if old.id == plugin.id else old for old in self.plugins)
 
     def stopped(self, turn: TurnContext, items: Sequence[ThreadItem]) -> list[ThreadItem]:
-        kept = list(items)
+        """What a Stop saves: no task left spinning (in the open workflow or one saved
+        earlier this turn), then what each tool keeps of its own items."""
+        # Ours, not the pending copies: the tasks in ours are the ones marked stopped.
+        stopped = {workflow.id: workflow for workflow in turn.stop_tasks()}
+        kept = [stopped.pop(item.id, item) for item in items] + list(stopped.values())
         for plugin in self.plugins:
             kept = plugin.stopped(turn, kept)
         return kept

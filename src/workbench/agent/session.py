@@ -12,6 +12,8 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from workbench.text import storable_json
+
 ItemHook = Callable[[Any], Awaitable[Any]]
 """Rewrites one transcript item on its way in or out (the tools' transcript hooks)."""
 
@@ -72,7 +74,12 @@ class TranscriptSession:
         if not items:
             return
         rows = [
-            (self.session_id, self._owner, self._turn, Jsonb(_without_fake_id(saved)))
+            (
+                self.session_id,
+                self._owner,
+                self._turn,
+                Jsonb(storable_json(_without_fake_id(saved))),
+            )
             for saved in [await self._saving(item) for item in items]
         ]
         async with self._pool.connection() as conn, conn.cursor() as cursor:

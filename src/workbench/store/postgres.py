@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from workbench.context import RequestContext
 from workbench.store.ids import time_ordered_id
+from workbench.text import storable_json
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class PostgresStore(Store[RequestContext]):
                 WHERE threads.owner = EXCLUDED.owner
             RETURNING 1
             """,
-            (thread.id, context.user_id, _aware(thread.created_at), Jsonb(data)),
+            (thread.id, context.user_id, _aware(thread.created_at), Jsonb(storable_json(data))),
         )
         if row is None:
             raise NotFoundError(f"Thread {thread.id} not found")
@@ -259,7 +260,7 @@ class PostgresStore(Store[RequestContext]):
                 "id": attachment.id,
                 "owner": context.user_id,
                 "thread_id": attachment.thread_id,
-                "data": Jsonb(attachment.model_dump(mode="json")),
+                "data": Jsonb(storable_json(attachment.model_dump(mode="json"))),
             },
         )
         if row is None:
@@ -359,7 +360,7 @@ class PostgresStore(Store[RequestContext]):
                 "id": item.id,
                 "type": item.type,
                 "created_at": _aware(item.created_at),
-                "data": Jsonb(item.model_dump(mode="json")),
+                "data": Jsonb(storable_json(item.model_dump(mode="json"))),
             },
         )
 

@@ -12,8 +12,8 @@ Invariants:
   is shown only if its first bytes say it is one, and no larger than ``MAX_IMAGE_BYTES``.
 * At most ``max_outputs`` views, of which at most ``max_images`` images; what is left out is
   counted in a note, never silently dropped.
-* Every string handed on is free of NUL and lone surrogates (Postgres refuses both); how long
-  it may be on screen is the widget's to bound.
+* How long a string may be on screen is the widget's to bound; NUL and lone surrogates are
+  the store's to clean (``workbench.text``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -58,7 +57,6 @@ _IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "webp", "svg"})
 _TEXT_EXTENSIONS = frozenset({"txt", "text", "log", "out", "json", "jsonl", "ndjson"})
 _MARKDOWN_EXTENSIONS = frozenset({"md", "markdown"})
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _CHART_NOTES = {
     "plotly": "A Plotly figure is interactive and came without a static image, so it cannot "
     "be shown here: save it with fig.write_image('chart.png') (needs kaleido) or draw it with "
@@ -112,7 +110,7 @@ class _Shown:
     def add(self, view: OutputView | None) -> None:
         if view is not None:
             self.images += isinstance(view, ImageView)
-            self._views.append(_storable(view))
+            self._views.append(view)
 
     def views(self) -> list[OutputView]:
         notes = []
@@ -191,17 +189,6 @@ def file_preview(info: FileInfo, open_file: OpenFile, url: FileUrl) -> OutputVie
     if extension == "json" and whole:
         text = _pretty_json(text)
     return _lines_view(info.path, text, tail=tail, whole=whole)
-
-
-def clean(text: str) -> str:
-    """``text`` with NUL and lone surrogates as U+FFFD: storable in Postgres."""
-    return _UNSTORABLE.sub("\ufffd", text)
-
-
-def _storable(view: OutputView) -> OutputView:
-    return view._replace(
-        **{name: clean(value) for name, value in view._asdict().items() if isinstance(value, str)}
-    )
 
 
 # -- displays ------------------------------------------------------------------------------

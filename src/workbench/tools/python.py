@@ -38,7 +38,7 @@ from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
 from workbench.sandbox.workspace_fs import file_parts, open_file
-from workbench.tools.cell_output import cell_outputs, clean, describe_displays
+from workbench.tools.cell_output import cell_outputs, describe_displays
 from workbench.tools.services import ToolServices
 from workbench.widgets import (
     CODE_COMPONENT_ID,
@@ -244,20 +244,17 @@ class PythonTool(ToolPlugin):
             # Why it stopped, not the KeyboardInterrupt the interrupt raised; its traceback
             # still shows where the cell was.
             traceback = output.error.traceback if output.error is not None else ""
-            error = ErrorView(*_stop_reason(output, self._settings), clean(traceback))
+            error = ErrorView(*_stop_reason(output, self._settings), traceback)
         elif (failure := output.error) is not None:
-            error = ErrorView(clean(failure.name), clean(failure.value), clean(failure.traceback))
-        # The view is saved in Postgres: what the cell printed or named may hold NUL.
+            error = ErrorView(failure.name, failure.value, failure.traceback)
         return CellView(
             code=code,
             status=_STATUS[output.status],
             duration_seconds=output.duration,
-            stdout=clean(output.stdout),
-            stderr=clean(output.stderr),
+            stdout=output.stdout,
+            stderr=output.stderr,
             outputs=outputs,
-            files=[
-                FileView(clean(info.path), url(info.path), info.size) for info in run.changed_files
-            ],
+            files=[FileView(info.path, url(info.path), info.size) for info in run.changed_files],
             error=error,
         )
 
@@ -305,7 +302,7 @@ def model_summary(run: CellRun, limit: int) -> str:
     if run.changed_files:
         listing = ", ".join(f"{f.path} ({format_size(f.size)})" for f in run.changed_files[:50])
         parts.append("files created or changed (the user has download links): " + listing)
-    return clean(_bounded("\n\n".join(parts), limit))
+    return _bounded("\n\n".join(parts), limit)
 
 
 def _bounded(text: str, limit: int) -> str:

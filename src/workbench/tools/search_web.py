@@ -24,7 +24,7 @@ from typing import Any
 
 from agents import FunctionTool, function_tool
 from agents.tool_context import ToolContext
-from chatkit.types import SearchTask, ThreadItem, URLSource, WorkflowItem
+from chatkit.types import SearchTask, URLSource
 
 from workbench.config import Settings
 from workbench.plugins import ToolPlugin, TurnContext
@@ -116,24 +116,10 @@ class SearchWebTool(ToolPlugin):
         task.status_indicator = "complete"
         await turn.refresh_task(task)
 
-    def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
-        workflow = turn.workflow_item
-        pending = [search.task for search in _searches(turn).values()]
-        if workflow is None or not pending:
-            return items
-        tasks = workflow.workflow.tasks
-        indexes = {i for i, task in enumerate(tasks) if any(task is p for p in pending)}
-        return [
-            _stopped(item, indexes)
-            if isinstance(item, WorkflowItem) and item.id == workflow.id
-            else item
-            for item in items
-        ]
-
     async def _open(self, turn: TurnContext, call_id: str) -> _Search:
         search = _Search(SearchTask(title="Searching the web…", status_indicator="loading"))
         _searches(turn)[call_id] = search
-        await turn.show_task(search.task)
+        await turn.show_task(search.task, stopped_title="Web search stopped")
         return search
 
     async def _searching(self, turn: TurnContext, search: _Search, query: str) -> None:
@@ -182,17 +168,6 @@ def _listing(query: str, outcome: SearchOutcome, numbers: list[int]) -> str:
     ]
     head = f"Web results for “{query}” (cite a result as [n] after the claim it supports):"
     return "\n\n".join([head + failed, *entries])
-
-
-def _stopped(item: WorkflowItem, indexes: set[int]) -> WorkflowItem:
-    tasks = [
-        task.model_copy(update={"title": "Web search stopped", "status_indicator": "complete"})
-        if i in indexes and isinstance(task, SearchTask)
-        else task
-        for i, task in enumerate(item.workflow.tasks)
-    ]
-    workflow = item.workflow.model_copy(update={"tasks": tasks})
-    return item.model_copy(update={"workflow": workflow})
 
 
 def _searches(turn: TurnContext) -> dict[str, _Search]:

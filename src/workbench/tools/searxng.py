@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+from workbench.text import is_storable, storable
+
 _MAX_URL = 4096  # longer is no link anyone clicks: a result carrying one is dropped
 _JSON_FIX = "add `json` to `search.formats` in SearXNG's settings.yml and restart it"
 
@@ -69,7 +69,7 @@ class _Answer(BaseModel):
 
 def clean_text(text: str, limit: int) -> str:
     """``text`` on one line, safe for Postgres, at most ``limit`` characters."""
-    text = " ".join(_UNSAFE.sub("\ufffd", text).split())
+    text = " ".join(storable(text).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -168,7 +168,7 @@ class SearxngClient:
 
 
 def _is_web_url(url: str) -> bool:
-    if len(url) > _MAX_URL or _UNSAFE.search(url) or any(c.isspace() for c in url):
+    if len(url) > _MAX_URL or not is_storable(url) or any(c.isspace() for c in url):
         return False
     try:
         parts = urlsplit(url)

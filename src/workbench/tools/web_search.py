@@ -28,11 +28,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agents import WebSearchTool
-from chatkit.types import SearchTask, ThreadItem, URLSource, WorkflowItem
+from chatkit.types import SearchTask, URLSource
 from openai.types.responses.web_search_tool_param import UserLocation
 
 from workbench.config import Settings
 from workbench.plugins import ToolPlugin, TurnContext
+from workbench.text import storable
 from workbench.tools.services import ToolServices
 
 TOOL_ID = "web_search"
@@ -43,21 +44,13 @@ _PROGRESS = {
     "response.web_search_call.searching": "Searching the web",
     "response.web_search_call.completed": "Reading the results",
 }
+STOPPED = "Web search stopped"
 _UNFINISHED = {"failed": "The web search failed", "incomplete": "The web search did not finish"}
 
 
 @dataclass
-class _Open:
-    """A search still running: its task and where it sits (workflow id, task index)."""
-
-    task: SearchTask
-    workflow_id: str
-    index: int
-
-
-@dataclass
 class _Searches:
-    open: dict[str, _Open] = field(default_factory=dict)  # by provider item id
+    open: dict[str, SearchTask] = field(default_factory=dict)  # by provider item id
 
 
 def plugins(services: ToolServices) -> list[ToolPlugin]:
@@ -96,30 +89,23 @@ class WebSearchPlugin(ToolPlugin):
 
     async def call_started(self, turn: TurnContext, item: Any) -> None:
         task = SearchTask(title=_STARTING, status_indicator="loading")
-        await turn.show_task(task)
-        workflow = turn.workflow_item
-        if workflow is not None:
-            index = len(workflow.workflow.tasks) - 1
-            _searches(turn).open[str(item.id)] = _Open(task, workflow.id, index)
+        await turn.show_task(task, stopped_title=STOPPED)
+        _searches(turn).open[str(item.id)] = task
 
     async def call_event(self, turn: TurnContext, event: Any) -> None:
-        search = _searches(turn).open.get(str(event.item_id))
+        task = _searches(turn).open.get(str(event.item_id))
         title = _PROGRESS.get(str(event.type))
-        if search is None or title is None or search.task.title == title:
+        if task is None or title is None or task.title == title:
             return
-        search.task.title = title
-        await turn.refresh_task(search.task)
+        task.title = title
+        await turn.refresh_task(task)
 
     async def call_written(self, turn: TurnContext, item: Any) -> None:
-        search = _searches(turn).open.pop(str(item.id), None)
-        if search is None:
+        task = _searches(turn).open.pop(str(item.id), None)
+        if task is None:
             return
-        _finish(search.task, item)
-        await turn.refresh_task(search.task)
-
-    def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
-        searches = list(_searches(turn).open.values())
-        return [_with_searches_stopped(item, searches) for item in items]
+        _finish(task, item)
+        await turn.refresh_task(task)
 
 
 def _searches(turn: TurnContext) -> _Searches:
@@ -164,22 +150,6 @@ def _site(url: str) -> str:
     return host.removeprefix("www.") or url
 
 
-def _with_searches_stopped(item: ThreadItem, searches: list[_Open]) -> ThreadItem:
-    if not isinstance(item, WorkflowItem):
-        return item
-    mine = [search for search in searches if search.workflow_id == item.id]
-    if not mine:
-        return item
-    tasks = list(item.workflow.tasks)
-    for search in mine:
-        if search.index < len(tasks) and isinstance(tasks[search.index], SearchTask):
-            tasks[search.index] = search.task.model_copy(
-                update={"title": "Web search stopped", "status_indicator": "none"}
-            )
-    workflow = item.workflow.model_copy(update={"tasks": tasks})
-    return item.model_copy(update={"workflow": workflow})
-
-
 def _get(value: Any, name: str) -> Any:
     """A field of a provider object, parsed (a model) or not (a dict), or None."""
     if isinstance(value, dict):
@@ -195,5 +165,4 @@ def _text(value: Any) -> str:
     """A provider string as Postgres takes it (NUL and lone surrogates become U+FFFD)."""
     if not isinstance(value, str):
         return ""
-    text = value.replace("\x00", "\ufffd")
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return storable(value)
