@@ -7,11 +7,14 @@ import asyncio
 import json
 import re
 import secrets
+import subprocess
+import sys
 import types
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from agents import FunctionTool, function_tool
 from chatkit.types import WorkflowItem
 
@@ -29,6 +32,7 @@ from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.files.blobs import open_blob_store
 from workbench.files.signing import UrlSigner
+from workbench.plugins import ToolPlugin
 from workbench.sandbox.manager import KernelManager
 from workbench.sandbox.workspaces import Workspaces
 from workbench.tools.registry import build_toolset
@@ -40,6 +44,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 async def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -> list[str]:
     """The ids of the tools a server with these settings would offer."""
+    return [plugin.id for plugin in await plugins_of(tmp_path, provider, **overrides)]
+
+
+async def plugins_of(tmp_path: Path, provider: Provider, **overrides: object) -> list[ToolPlugin]:
+    """The plug-ins a server with these settings would offer."""
     settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
     workspaces = Workspaces(tmp_path / "workspaces")
     kernels = KernelManager(settings, workspaces)
@@ -50,7 +59,7 @@ async def toolset_ids(tmp_path: Path, provider: Provider, **overrides: object) -
     toolset = build_toolset(services)
     await toolset.aclose()
     await kernels.close()  # its cgroup, made when it was built
-    return toolset.ids
+    return toolset.plugins
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -69,8 +78,53 @@ def test_agent_imports_no_tool_module() -> None:
         assert not tools, f"{path.name} imports {tools}"
 
 
+def test_agent_pulls_in_no_tool_module_even_indirectly() -> None:
+    modules = ", ".join(f"workbench.agent.{path.stem}" for path in AGENT.glob("[!_]*.py"))
+    script = (
+        f"import sys, {modules}; print([m for m in sys.modules if m.startswith('workbench.tools')])"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+
+
+LOCAL_TOOLS = [
+    "execute_python", "list_files", "read_file", "write_file", "delete_file", "calculate",
+]  # fmt: skip
+SEARXNG = {"searxng_url": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "overrides", "expected"),
+    [
+        ("demo", {}, LOCAL_TOOLS),
+        ("demo", SEARXNG, [*LOCAL_TOOLS, "search_web"]),
+        ("chat_completions", SEARXNG, [*LOCAL_TOOLS, "search_web"]),
+        ("openai", {}, [*LOCAL_TOOLS, "web_search", "image_generation"]),
+        ("openai", SEARXNG, [*LOCAL_TOOLS, "web_search", "image_generation"]),
+        (
+            "openai", {**SEARXNG, "openai_web_search": False},
+            [*LOCAL_TOOLS, "search_web", "image_generation"],
+        ),
+        ("openai", {"openai_web_search": False, "openai_image_generation": False}, LOCAL_TOOLS),
+    ],
+)  # fmt: skip
+async def test_the_registry_offers_exactly_what_can_work(
+    tmp_path: Path, provider: Provider, overrides: dict[str, object], expected: list[str]
+) -> None:
+    assert await toolset_ids(tmp_path, provider, **overrides) == expected
+
+
+async def test_every_widget_template_belongs_to_a_tool(tmp_path: Path) -> None:
+    plugins = await plugins_of(tmp_path, "openai", **SEARXNG)
+    claimed = {template for plugin in plugins for template in plugin.widget_templates}
+    on_disk = {path.stem for path in (README.parent / "widgets").glob("*.widget")}
+    assert claimed == on_disk
+
+
 async def test_no_tool_name_in_the_dispatcher_or_the_demo_model(tmp_path: Path) -> None:
-    ids = set(await toolset_ids(tmp_path, "openai")) | set(await toolset_ids(tmp_path, "demo"))
+    ids = set(await toolset_ids(tmp_path, "openai")) | set(
+        await toolset_ids(tmp_path, "demo", **SEARXNG)
+    )
     assert "execute_python" in ids
     for name in ("activity.py", "demo.py", "stream.py"):
         source = (AGENT / name).read_text()

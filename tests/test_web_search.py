@@ -22,6 +22,7 @@ from tests.live import (
     title_step,
 )
 from tests.test_cancellation import eventually, read_until
+from tests.test_tool_seam import LOCAL_TOOLS
 from workbench.agent.response_events import Text, WebSearch
 from workbench.tools.web_search import SOURCES_INCLUDE
 
@@ -187,10 +188,9 @@ async def test_the_request_offers_web_search_as_configured(
         ids = live.workbench.toolset.ids
 
     sent = scripted_openai.streamed[-1]["tools"]
-    assert [tool.get("name") or tool["type"] for tool in sent] == ids
-    assert {"execute_python", "read_file", "calculate", "web_search", "image_generation"} <= set(
-        ids
-    )
+    assert [tool.get("name") or tool["type"] for tool in sent] == ids == [
+        *LOCAL_TOOLS, "web_search", "image_generation",
+    ]  # fmt: skip
     [search] = [tool for tool in sent if tool["type"] == "web_search"]
     assert search["search_context_size"] == "high"
     assert search["user_location"] == {

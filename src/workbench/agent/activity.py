@@ -8,11 +8,14 @@ that fills in as the model writes, a search task, a progress line. It knows no t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from agents.stream_events import RawResponsesStreamEvent, RunItemStreamEvent, StreamEvent
 
 from workbench.plugins import ToolPlugin, Toolset, TurnContext
+
+logger = logging.getLogger(__name__)
 
 
 class ToolActivity:
@@ -23,6 +26,14 @@ class ToolActivity:
         self._by_call: dict[str, ToolPlugin] = {}  # function call id -> its plug-in
 
     async def observe(self, event: StreamEvent) -> None:
+        """Hand ``event`` to the plug-in that owns it. A plug-in's failure to show a call is
+        logged and the answer goes on: it must never cost the user the response."""
+        try:
+            await self._dispatch(event)
+        except Exception:
+            logger.exception("a tool plug-in failed to show a %s event", _kind(event))
+
+    async def _dispatch(self, event: StreamEvent) -> None:
         if isinstance(event, RawResponsesStreamEvent):
             await self._raw(event.data)
         elif isinstance(event, RunItemStreamEvent) and event.name == "tool_output":
@@ -49,3 +60,9 @@ class ToolActivity:
                 await plugin.call_written(self.turn, data.item)
         elif (plugin := self._by_item.get(getattr(data, "item_id", None) or "")) is not None:
             await plugin.call_event(self.turn, data)
+
+
+def _kind(event: StreamEvent) -> str:
+    if isinstance(event, RawResponsesStreamEvent):
+        return str(getattr(event.data, "type", "raw"))
+    return str(getattr(event, "name", event.type))

@@ -2,7 +2,9 @@
 
 It works on every provider and with no sandbox: the expression is evaluated in-process by
 ``tools/arithmetic.py`` (simpleeval over Python's AST, exact numbers, limits against abuse),
-never by ``eval`` or the kernel, and within a bounded time, so it runs on the event loop.
+never by ``eval`` or the kernel, and within a bounded time — in a worker thread, as even a
+bounded calculation (a long sum of 997th roots) takes a good part of a second, which the
+event loop would spend frozen for every other stream.
 
 The user sees ``expression = result`` in a calculator widget, streamed as an item of its own
 (added and done at once, so it is saved as is); the plug-in shows no workflow task, since a
@@ -16,6 +18,7 @@ Demo trigger: a line ``calc: <expression>`` in the user's message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -168,7 +171,7 @@ class CalculatorTool(ToolPlugin):
         return None
 
     async def run(self, context: TurnContext, expression: str) -> str:
-        calculation = run_calculation(expression, self._limits)
+        calculation = await asyncio.to_thread(run_calculation, expression, self._limits)
         text = calculation.for_model()
         item = WidgetItem(
             id=context.generate_id("message"),

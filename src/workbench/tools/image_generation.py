@@ -34,7 +34,6 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from agents import ImageGenerationTool
@@ -58,7 +57,8 @@ from workbench.files.attachments import attachment_url
 from workbench.files.blobs import BlobNotFoundError, BlobStore
 from workbench.files.signing import UrlSigner
 from workbench.plugins import ConverterWrapper, ToolPlugin, TurnContext
-from workbench.sandbox.workspace_fs import create_new_file
+from workbench.sandbox import workspace_fs
+from workbench.sandbox.workspace_fs import create_new_file, file_parts
 from workbench.sandbox.workspaces import Workspaces
 from workbench.tools.services import ToolServices
 
@@ -195,7 +195,9 @@ class ImageGenerationPlugin(ToolPlugin):
         except Exception:
             logger.exception("could not read generated image %s back", image_id)
             return item
-        return {**item, "result": base64.b64encode(data).decode("ascii")}
+        # Off the loop: megabytes per image, every turn the image is in the history.
+        encoded = await asyncio.to_thread(base64.b64encode, data)
+        return {**item, "result": encoded.decode("ascii")}
 
     # -- storing ----------------------------------------------------------------------------
 
@@ -206,7 +208,7 @@ class ImageGenerationPlugin(ToolPlugin):
             error = getattr(item, "error", None)
             reason = getattr(error, "message", None) or "the provider made no image"
             raise ImageRefusedError(f"Image generation failed: {reason}.")
-        data = _decoded(str(item.result), self._settings.image_max_mb)
+        data = await asyncio.to_thread(_decoded, str(item.result), self._settings.image_max_mb)
         context = turn.request_context
         image_id = image_id_for(turn.thread.id, call_id)
         url = attachment_url(self._signer, image_id, context.user_id, context.base_url, inline=True)
@@ -245,7 +247,8 @@ class ImageGenerationPlugin(ToolPlugin):
             logger.exception("could not delete generated image %s", stored.image_id)
         if stored.workspace_path is not None:
             workspace = self._workspaces.path(turn.request_context.user_id, turn.thread.id)
-            _unlink_in(workspace, stored.workspace_path)
+            with contextlib.suppress(OSError):  # gone already, or its folder made a link
+                workspace_fs.delete(workspace, file_parts(stored.workspace_path))
 
 
 class _ImageLinks(ConverterWrapper):
@@ -327,19 +330,3 @@ def _attachment(turn: TurnContext, image_id: str, size: int) -> FileAttachment:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-def _unlink_in(workspace: Path, relative: str) -> None:
-    """Remove our copy, never through a link the sandbox may have put in its folder's place."""
-    folder, _, name = relative.rpartition("/")
-    try:
-        directory = os.open(
-            workspace / folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=directory)
-    finally:
-        os.close(directory)
