@@ -275,10 +275,12 @@ class ScriptedOpenAI(_ThreadedUvicorn):
 
         async def stream() -> AsyncIterator[bytes]:
             try:
-                for event in step.events:
+                # Encoded up front: a large event (an image) encoded mid-stream would hold up
+                # the server under test, which shares this process.
+                encoded = [f"data: {json.dumps(event)}\n\n".encode() for event in step.events]
+                for event, data in zip(step.events, encoded, strict=True):
                     if step.delay:
                         await asyncio.sleep(step.delay)
-                    data = f"data: {json.dumps(event)}\n\n".encode()
                     if step.on_send is not None:
                         step.on_send({"type": event.get("type"), "sent_at": time.perf_counter()})
                     yield data

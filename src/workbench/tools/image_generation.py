@@ -214,8 +214,12 @@ class ImageGenerationPlugin(ToolPlugin):
         url = attachment_url(self._signer, image_id, context.user_id, context.base_url, inline=True)
         stored = StoredImage(image_id, url, self._copy_to_workspace(turn, image_id, data))
         try:
-            await self._blobs.write(image_id, _once(data), "image/png")
-            await turn.store.save_attachment(_attachment(turn, image_id, len(data)), context)
+            # At once: the image is on the user's critical path (nothing shows it until both
+            # are done), and neither needs the other.
+            async with asyncio.TaskGroup() as both:
+                both.create_task(self._blobs.write(image_id, _once(data), "image/png"))
+                attachment = _attachment(turn, image_id, len(data))
+                both.create_task(turn.store.save_attachment(attachment, context))
         except BaseException as error:
             await asyncio.shield(self.discard(turn, stored))
             if isinstance(error, Exception):
