@@ -15,18 +15,17 @@ import pandas as pd
 import pytest
 
 from workbench.sandbox.display import IMAGE_TYPES, MAX_HTML_CHARS, TABLE_MIME, Display, choose
-from workbench.sandbox.kernel import CellOutput
+from workbench.sandbox.outputs import CellOutput
 from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import FileInfo, Workspaces
 from workbench.tools.cell_output import (
     PREVIEW_BYTES,
     cell_outputs,
-    clean,
     describe_displays,
     file_preview,
 )
 from workbench.tools.markup import latex_markdown, read_html
-from workbench.widgets import ImageView, MarkdownView, NoteView, TableView, TextView
+from workbench.widgets import ImageView, MarkdownView, NoteView, TextView
 
 USER, THREAD = "alice", "thr_1"
 PNG_HEAD = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -231,19 +230,6 @@ def test_limits_count_what_is_left_out_and_read_nothing_past_them(
                              max_images=0)  # fmt: skip
     assert [type(view) for view in no_images] == [MarkdownView] * 4 + [NoteView, NoteView]
     assert opened == ["b.md"]
-
-
-def test_what_is_shown_and_told_is_storable() -> None:
-    output = CellOutput(
-        displays=[
-            Display("text/markdown", "a\0b"), Display("text/plain", "c\ud800d", result=True),
-            Display(TABLE_MIME, {"columns": ["k\0"], "rows": [["v\0"]], "shape": [1, 1]}),
-        ]
-    )  # fmt: skip
-    views = cell_outputs(output, [], open_file=no_file, url=url, max_outputs=9, max_images=9)
-    assert views[:2] == [MarkdownView("a\ufffdb"), TextView("result", "c\ufffdd")]
-    assert isinstance(views[2], TableView) and "\0" not in views[2].markdown
-    assert clean("\0\ud800\U0001f600") == "\ufffd\ufffd\U0001f600"
 
 
 def test_the_summary_stops_describing_at_its_limit() -> None:

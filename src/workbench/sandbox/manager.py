@@ -29,13 +29,12 @@ from workbench.config import Settings
 from workbench.sandbox.bubblewrap import Limits, sandbox_problem
 from workbench.sandbox.cgroups import CgroupFactory
 from workbench.sandbox.kernel import (
-    CellOutput,
-    CellStatus,
     Kernel,
     KernelDiedError,
     KernelStuckError,
     StrayProcessesError,
 )
+from workbench.sandbox.outputs import CellOutput, CellStatus
 from workbench.sandbox.workspaces import FileInfo, Workspaces, disk_usage, scan
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from workbench.sandbox.display import (
     TABLE_MIME,
     Display,
 )
-from workbench.sandbox.kernel import MAX_IMAGE_BYTES, CellOutput
+from workbench.sandbox.outputs import MAX_IMAGE_BYTES, CellOutput
 from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError
 from workbench.tools.markup import latex_markdown, read_html
 from workbench.widgets import (

@@ -35,8 +35,8 @@ from workbench.config import Settings
 from workbench.files.downloads import workspace_file_url
 from workbench.files.signing import UrlSigner
 from workbench.plugins import ToolPlugin, TurnContext
-from workbench.sandbox.kernel import CellOutput
 from workbench.sandbox.manager import CellRun, KernelManager, SandboxUnavailableError
+from workbench.sandbox.outputs import CellOutput
 from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.tools.cell_output import cell_outputs, describe_displays
 from workbench.tools.services import ToolServices
