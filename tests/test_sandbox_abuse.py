@@ -453,7 +453,9 @@ async def test_an_output_flood_is_cut_to_the_cap(sandbox: MakeManager) -> None:
 
 async def test_a_gigabyte_print_never_reaches_the_servers_memory(sandbox: MakeManager) -> None:
     # Room inside for the string and its encoding, so the kernel does send the gigabyte.
-    manager = await sandbox(sandbox_memory_mb=4096, sandbox_timeout=40.0)
+    # CPU as long as the wall clock: encoding a gigabyte takes seconds of CPU, and many more
+    # when the host is taking memory back (free-page reporting); this test is about memory.
+    manager = await sandbox(sandbox_memory_mb=4096, sandbox_timeout=40.0, sandbox_cpu_seconds=40.0)
     await manager.run_cell(USER, THREAD, "x = 'kept'")
     before = psutil.Process().memory_info().rss
     peak_rss_reset()
