@@ -344,6 +344,11 @@ def running(server: LiveServer) -> Iterator[LiveServer]:
 ITEMS = TypeAdapter[Page[ThreadItem]](Page[ThreadItem])
 
 
+def workflow_tasks(items: list[Any]) -> list[Any]:
+    """The tasks of every workflow among ``items``, in order."""
+    return [task for item in items if item.type == "workflow" for task in item.workflow.tasks]
+
+
 async def list_items(client: httpx.AsyncClient, url: str, thread_id: str) -> list[ThreadItem]:
     """Every item of a thread, oldest first, through the ``items.list`` op."""
     body = {"type": "items.list", "params": {"thread_id": thread_id, "order": "asc", "limit": 100}}

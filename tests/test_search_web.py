@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from chatkit.types import AssistantMessageItem, SearchTask, ThreadItem, URLSource, WorkflowItem
+from chatkit.types import AssistantMessageItem, SearchTask, ThreadItem, URLSource
 
 from tests.live import (
     LiveServer,
@@ -29,6 +29,7 @@ from tests.live import (
     started,
     stream_events,
     title_step,
+    workflow_tasks,
 )
 from tests.searxng_server import Answer, ScriptedSearxng, result, results_body
 from tests.test_cancellation import eventually, read_until
@@ -63,14 +64,8 @@ def messages(items: list[ThreadItem]) -> list[AssistantMessageItem]:
     return [item for item in items if isinstance(item, AssistantMessageItem)]
 
 
-def search_tasks(items: list[ThreadItem]) -> list[SearchTask]:
-    return [
-        task
-        for item in items
-        if isinstance(item, WorkflowItem)
-        for task in item.workflow.tasks
-        if isinstance(task, SearchTask)
-    ]
+def search_tasks(items: list[Any]) -> list[SearchTask]:
+    return [task for task in workflow_tasks(items) if isinstance(task, SearchTask)]
 
 
 def cited(message: AssistantMessageItem) -> list[tuple[str, int | None]]:

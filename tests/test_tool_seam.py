@@ -16,7 +16,6 @@ from typing import Any, cast
 import httpx
 import pytest
 from agents import FunctionTool, function_tool
-from chatkit.types import WorkflowItem
 
 from tests.live import (
     LiveServer,
@@ -27,6 +26,7 @@ from tests.live import (
     running,
     stream_events,
     title_step,
+    workflow_tasks,
 )
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
@@ -175,12 +175,7 @@ def slow_tool(seconds: float) -> FunctionTool:
 
 
 def saved_tasks(items: list[Any]) -> list[tuple[str | None, str]]:
-    return [
-        (task.title, task.status_indicator)
-        for item in items
-        if isinstance(item, WorkflowItem)
-        for task in item.workflow.tasks
-    ]
+    return [(task.title, task.status_indicator) for task in workflow_tasks(items)]
 
 
 async def test_a_task_its_workflow_closed_on_is_saved_finished(

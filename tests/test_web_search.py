@@ -20,6 +20,7 @@ from tests.live import (
     running,
     stream_events,
     title_step,
+    workflow_tasks,
 )
 from tests.test_cancellation import eventually, read_until
 from tests.test_tool_seam import LOCAL_TOOLS
@@ -32,13 +33,7 @@ ANSWER = "Python 3.13 came out on 7 October 2024."
 
 
 def search_tasks(items: list[Any]) -> list[SearchTask]:
-    return [
-        task
-        for item in items
-        if isinstance(item, WorkflowItem)
-        for task in item.workflow.tasks
-        if isinstance(task, SearchTask)
-    ]
+    return [task for task in workflow_tasks(items) if isinstance(task, SearchTask)]
 
 
 def search_states(event: Any) -> list[SearchTask]:

@@ -13,6 +13,7 @@ from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.cgroups import CgroupFactory
 from workbench.store import open_database
 from workbench.store.migrations import pending_migrations
+from workbench.tools import search_web
 from workbench.tools.searxng import SearxngClient, SearxngError
 
 
@@ -44,14 +45,11 @@ async def _check_sandbox(
 async def _check_searxng(settings: Settings, report: Callable[[bool, str, str], None]) -> None:
     if settings.searxng_url is None:
         return
-    if settings.resolved_provider == "openai" and settings.openai_web_search:
+    if not search_web.offered(settings, settings.resolved_provider):
         report(True, "search_web: not offered (the OpenAI provider searches the web itself; "
                "WORKBENCH_OPENAI_WEB_SEARCH=false to use SearXNG)", "")  # fmt: skip
         return
-    client = SearxngClient(
-        settings.searxng_url, timeout=settings.searxng_timeout,
-        max_bytes=settings.searxng_max_kb * 1024, text_chars=settings.searxng_text_chars,
-    )  # fmt: skip
+    client = SearxngClient.for_settings(settings)
     try:
         await client.search("workbench", 1)
         report(True, f"search_web: SearXNG at {settings.searxng_url} answers JSON", "")

@@ -263,8 +263,8 @@ def _call_key(item: Any) -> str:
     return str(getattr(item, "call_id", None) or getattr(item, "id", ""))
 
 
-def _field(item: Any, name: str) -> Any:
-    """``item[name]`` of a transcript item (a dict), ``item.name`` of a streamed one."""
+def field_of(item: Any, name: str) -> Any:
+    """``item[name]`` of a dict (a transcript item), ``item.name`` of a parsed one, or None."""
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
@@ -276,6 +276,10 @@ class Toolset:
         self._by_id = {plugin.id: plugin for plugin in self.plugins}
         if len(self._by_id) != len(self.plugins):
             raise ValueError("two tool plug-ins share an id")
+        # Built once: every turn asks for them.
+        self._instructions = "\n".join(p.instructions for p in self.plugins if p.instructions)
+        self._include = list(dict.fromkeys(n for p in self.plugins for n in p.response_include))
+        self._triggers = {plugin.id: plugin.demo_trigger for plugin in self.plugins}
         self._tools = [plugin.tool() for plugin in self.plugins]
         self._hosted = {
             plugin.item_type: plugin
@@ -294,19 +298,19 @@ class Toolset:
         return list(self._tools)
 
     def instructions(self) -> str:
-        return "\n".join(plugin.instructions for plugin in self.plugins if plugin.instructions)
+        return self._instructions
 
     def response_include(self) -> list[str]:
-        return list(dict.fromkeys(name for p in self.plugins for name in p.response_include))
+        return list(self._include)
 
     def demo_triggers(self) -> dict[str, DemoTrigger]:
-        return {plugin.id: plugin.demo_trigger for plugin in self.plugins}
+        return dict(self._triggers)
 
     def owner_of(self, item: Any) -> ToolPlugin | None:
         """The plug-in an output item (a tool call, streamed or in the transcript) belongs to."""
-        item_type = _field(item, "type")
+        item_type = field_of(item, "type")
         if item_type == "function_call":
-            return self._by_id.get(str(_field(item, "name") or ""))
+            return self._by_id.get(str(field_of(item, "name") or ""))
         return self._hosted.get(str(item_type))
 
     def stream_converter(self, turn: TurnContext) -> ResponseStreamConverter:

@@ -239,7 +239,7 @@ def table_view(
     n_columns = len(columns) if total_columns is None else total_columns
     shown_columns = list(columns)[:max_columns]
     shown_rows = [list(row)[:max_columns] for row in rows[:max_rows]]
-    caption = f"{n_rows:,} {_plural(n_rows, 'row')} × {n_columns:,} {_plural(n_columns, 'column')}"
+    caption = f"{n_rows:,} {plural(n_rows, 'row')} × {n_columns:,} {plural(n_columns, 'column')}"
     if len(shown_rows) < n_rows or len(shown_columns) < n_columns:
         caption += f" (showing {len(shown_rows):,} × {len(shown_columns):,})"
     return TableView(title, markdown_table(shown_columns, shown_rows), caption)
@@ -305,7 +305,7 @@ def strip_ansi(text: str) -> str:
 
 def format_size(size: int) -> str:
     if size < 1024:
-        return f"{size} {_plural(size, 'byte')}"
+        return f"{size} {plural(size, 'byte')}"
     value = float(size)
     for unit in ("KB", "MB", "GB", "TB"):
         value /= 1024
@@ -372,5 +372,5 @@ def _cell(value: object, limit: int) -> str:
     return text.replace("\r\n", "\\\\n").replace("\n", "\\\\n").replace("\r", "\\\\r")
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"

@@ -32,7 +32,7 @@ from workbench.sandbox.display import (
     Display,
 )
 from workbench.sandbox.outputs import MAX_IMAGE_BYTES, CellOutput
-from workbench.sandbox.workspaces import FileInfo, PathOutsideWorkspaceError
+from workbench.sandbox.workspaces import FileInfo
 from workbench.tools.markup import latex_markdown, read_html
 from workbench.widgets import (
     TABLE_ROWS,
@@ -43,6 +43,7 @@ from workbench.widgets import (
     TableView,
     TextView,
     csv_table_view,
+    plural,
     table_view,
 )
 
@@ -283,7 +284,7 @@ def _read(info: FileInfo, open_file: OpenFile, size: int, *, tail: bool = False)
             if tail:
                 file.seek(max(0, os.fstat(file.fileno()).st_size - size))
             return file.read(size)
-    except (OSError, PathOutsideWorkspaceError):
+    except OSError:  # workspace_fs refuses as OSError (WorkspaceError) too
         return None
 
 
@@ -318,4 +319,4 @@ def _lines_view(name: str, text: str, *, tail: bool, whole: bool) -> TextView:
 
 
 def _count(count: int, thing: str) -> str:
-    return f"{count} {thing}" + ("" if count == 1 else "s")
+    return f"{count} {plural(count, thing)}"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from workbench.sandbox import workspace_ops
 from workbench.sandbox.workspace_fs import MOUNT, shown
 from workbench.sandbox.workspace_ops import Entry, Listing, TextPage
-from workbench.widgets import format_size
+from workbench.widgets import format_size, plural
 
 READ_LINE_CHARS = 2000  # characters of one line returned
 
@@ -24,10 +24,6 @@ def printable(name: str) -> bool:
 def listed(name: str) -> str:
     """A name from the disk as the model reads it: odd characters escaped."""
     return name if printable(name) else repr(name)[1:-1]
-
-
-def plural(count: int, word: str) -> str:
-    return word if count == 1 else word + "s"
 
 
 def listing_text(listing: Listing, parts: Sequence[str], limit: int, shown_files: int) -> str:

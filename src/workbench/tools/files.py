@@ -61,9 +61,9 @@ from workbench.sandbox.workspace_ops import (
     write_bytes,
 )
 from workbench.sandbox.workspaces import PathOutsideWorkspaceError, Workspaces
-from workbench.tools.file_texts import listed, listing_text, page_text, plural, printable
+from workbench.tools.file_texts import listed, listing_text, page_text, printable
 from workbench.tools.services import ToolServices
-from workbench.widgets import FileView, file_list_widget, format_size
+from workbench.widgets import FileView, file_list_widget, format_size, plural
 
 LIST_FILES = "list_files"
 READ_FILE = "read_file"

@@ -54,27 +54,25 @@ class _Search:
     error: str | None = None
 
 
+def offered(settings: Settings, provider: str) -> bool:
+    """SearXNG is configured, and the provider does not search the web itself."""
+    hosted = provider == "openai" and settings.openai_web_search
+    return settings.searxng_url is not None and not hosted
+
+
 def plugins(services: ToolServices) -> list[ToolPlugin]:
-    settings = services.settings
-    if settings.searxng_url is None:
+    if not offered(services.settings, services.provider):
         return []
-    if services.provider == "openai" and settings.openai_web_search:
-        return []
-    return [SearchWebTool(settings, settings.searxng_url)]
+    return [SearchWebTool(services.settings)]
 
 
 class SearchWebTool(ToolPlugin):
     id = TOOL_NAME
     instructions = _INSTRUCTIONS
 
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._searxng = SearxngClient(
-            url,
-            timeout=settings.searxng_timeout,
-            max_bytes=settings.searxng_max_kb * 1024,
-            text_chars=settings.searxng_text_chars,
-        )
+        self._searxng = SearxngClient.for_settings(settings)
 
     def tool(self) -> FunctionTool:
         @function_tool(name_override=TOOL_NAME, description_override=_DESCRIPTION)

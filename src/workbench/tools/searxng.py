@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from workbench.config import Settings
 from workbench.text import is_storable, storable
 
 _MAX_URL = 4096  # longer is no link anyone clicks: a result carrying one is dropped
@@ -82,6 +83,15 @@ class SearxngClient:
         self._http = httpx.AsyncClient(
             timeout=timeout, follow_redirects=True, headers={"Accept": "application/json"}
         )
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SearxngClient:
+        """The client ``WORKBENCH_SEARXNG_*`` describe (``searxng_url`` must be set)."""
+        assert settings.searxng_url is not None
+        return cls(
+            settings.searxng_url, timeout=settings.searxng_timeout,
+            max_bytes=settings.searxng_max_kb * 1024, text_chars=settings.searxng_text_chars,
+        )  # fmt: skip
 
     async def search(self, query: str, limit: int) -> SearchOutcome:
         """At most ``limit`` results for ``query``, in SearXNG's order."""

@@ -16,9 +16,9 @@ The answer cites pages as ``url_citation`` annotations, which the assistant mess
 itself (sources under the message); they are not numbered into ``TurnContext.citable``, as
 the model never sees numbers for them.
 
-Invariants: a saved thread never holds a spinning search (a Stop marks open searches
-stopped); every string from the provider is cleaned of NUL and lone surrogates before it can
-reach Postgres.
+A saved thread never holds a spinning search: ``TurnContext`` marks open tasks stopped on a
+Stop. Provider strings are cleaned (``workbench.text``) before they are shown: a lone
+surrogate cannot be streamed, let alone stored.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from chatkit.types import SearchTask, URLSource
 from openai.types.responses.web_search_tool_param import UserLocation
 
 from workbench.config import Settings
-from workbench.plugins import ToolPlugin, TurnContext
+from workbench.plugins import ToolPlugin, TurnContext, field_of
 from workbench.text import storable
 from workbench.tools.services import ToolServices
 
@@ -114,20 +114,20 @@ def _searches(turn: TurnContext) -> _Searches:
 
 def _finish(task: SearchTask, item: Any) -> None:
     """Show the finished ``web_search_call`` item: its query and pages, or why it failed."""
-    action = _get(item, "action")
-    kind = _get(action, "type")
-    query = _text(_get(action, "query")) or _text(_get(action, "pattern"))
-    queries = [text for q in _list(_get(action, "queries")) if (text := _text(q))]
-    urls = [_get(source, "url") for source in _list(_get(action, "sources"))]
+    action = field_of(item, "action")
+    kind = field_of(action, "type")
+    query = _text(field_of(action, "query")) or _text(field_of(action, "pattern"))
+    queries = [text for q in _list(field_of(action, "queries")) if (text := _text(q))]
+    urls = [field_of(source, "url") for source in _list(field_of(action, "sources"))]
     if kind in {"open_page", "find_in_page"}:
-        urls = [_get(action, "url")]
+        urls = [field_of(action, "url")]
     task.title = {"open_page": "Opened a page", "find_in_page": "Searched a page"}.get(
         str(kind), "Searched the web"
     )
     task.title_query = query or (queries[0] if queries else None)
     task.queries = queries or ([query] if query else [])
     task.sources = _sources(urls)
-    status = str(_get(item, "status") or "completed")
+    status = str(field_of(item, "status") or "completed")
     task.status_indicator = "none" if status in _UNFINISHED else "complete"
     if status in _UNFINISHED:
         task.title = _UNFINISHED[status]
@@ -150,19 +150,11 @@ def _site(url: str) -> str:
     return host.removeprefix("www.") or url
 
 
-def _get(value: Any, name: str) -> Any:
-    """A field of a provider object, parsed (a model) or not (a dict), or None."""
-    if isinstance(value, dict):
-        return value.get(name)
-    return getattr(value, name, None)
-
-
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
 def _text(value: Any) -> str:
-    """A provider string as Postgres takes it (NUL and lone surrogates become U+FFFD)."""
-    if not isinstance(value, str):
-        return ""
-    return storable(value)
+    """A provider string as it can be streamed: a lone surrogate has no UTF-8 form, so the
+    event carrying it could not even be sent (NUL goes too, as the store would clean it)."""
+    return storable(value) if isinstance(value, str) else ""
