@@ -82,6 +82,7 @@ class _ActiveRun:
     session: TranscriptSession
     input: list[TResponseInputItem]
     context: TurnContext
+    toolset: Toolset
 
 
 class WorkbenchServer(ChatKitServer[RequestContext]):
@@ -179,7 +180,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         options = input_user_message.inference_options if input_user_message else None
         model_name = self.catalog.resolve(options.model if options else None)
         agent_context = TurnContext(thread=thread, store=self.store, request_context=context)
-        toolset = self.toolset
+        toolset = self.toolset  # this turn's, whatever the server is given meanwhile
         session = TranscriptSession(
             self.store.pool, thread.id, context.user_id, turn=message.id if message else thread.id,
             max_items=self.settings.history_max_items,
@@ -195,7 +196,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         agent_input = await converter.to_agent_input(message) if message else []
         result = Runner.run_streamed(
             self._agent(
-                model_name, options.tool_choice.id if options and options.tool_choice else None
+                toolset,
+                model_name,
+                options.tool_choice.id if options and options.tool_choice else None,
             ),
             agent_input,
             context=agent_context,
@@ -204,7 +207,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             run_config=RunConfig(workflow_name="Workbench chat", group_id=thread.id),
             error_handlers={"model_refusal": _keep_refusal},
         )
-        self._active[thread.id] = _ActiveRun(session, agent_input, agent_context)
+        self._active[thread.id] = _ActiveRun(session, agent_input, agent_context, toolset)
         adapted = AdaptedRun(
             result,
             lambda: self.store.generate_item_id("message", thread, context),
@@ -238,7 +241,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
                 self.catalog, _plain_text(input_user_message), self.settings.title_model
             )
 
-    def _agent(self, model_name: str, tool_choice: str | None) -> Agent[TurnContext]:
+    def _agent(
+        self, toolset: Toolset, model_name: str, tool_choice: str | None
+    ) -> Agent[TurnContext]:
         reasoning = None
         if self.catalog.provider == "openai" and (
             self.settings.reasoning_effort or self.settings.reasoning_summary
@@ -246,19 +251,19 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             reasoning = Reasoning(
                 effort=self.settings.reasoning_effort, summary=self.settings.reasoning_summary
             )
-        instructions = "\n\n".join(filter(None, [INSTRUCTIONS, self.toolset.instructions()]))
+        instructions = "\n\n".join(filter(None, [INSTRUCTIONS, toolset.instructions()]))
         if self.settings.instructions:
             instructions += "\n\n" + self.settings.instructions
         return Agent[TurnContext](
             name="Workbench",
             instructions=instructions,
-            model=self.catalog.model(model_name, self.toolset.demo_triggers()),
+            model=self.catalog.model(model_name, toolset.demo_triggers()),
             model_settings=ModelSettings(
                 tool_choice=tool_choice,
                 reasoning=reasoning,
-                response_include=self.toolset.response_include() or None,
+                response_include=toolset.response_include() or None,
             ),
-            tools=self.toolset.tools(),
+            tools=toolset.tools(),
         )
 
     async def _latest_item(
@@ -278,7 +283,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         # committed but before the SDK took it off its pending list.
         run = self._active.pop(thread.id, None)
         # Each tool decides what its items keep (a code cell: the state it reached, stopped).
-        kept = self.toolset.stopped(run.context, pending_items) if run else pending_items
+        kept = run.toolset.stopped(run.context, pending_items) if run else pending_items
         for item in kept:
             if _worth_keeping(item):
                 await self.store.save_item(thread.id, item, context)
