@@ -16,6 +16,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from agents import FunctionTool, function_tool
+from psycopg_pool import AsyncConnectionPool
 
 from tests.live import (
     LiveServer,
@@ -54,7 +55,7 @@ async def plugins_of(tmp_path: Path, provider: Provider, **overrides: object) ->
     kernels = KernelManager(settings, workspaces)
     services = ToolServices(
         settings, provider, kernels, workspaces, UrlSigner(secrets.token_bytes(32), 60),
-        open_blob_store(settings),
+        open_blob_store(settings), AsyncConnectionPool("postgresql://unused", open=False),
     )  # fmt: skip
     toolset = build_toolset(services)
     await toolset.aclose()
@@ -91,21 +92,27 @@ LOCAL_TOOLS = [
     "execute_python", "list_files", "read_file", "write_file", "delete_file", "calculate",
 ]  # fmt: skip
 SEARXNG = {"searxng_url": "http://127.0.0.1:9"}
+DOCUMENTS = ["search_files", "add_to_search"]
 
 
 @pytest.mark.parametrize(
     ("provider", "overrides", "expected"),
     [
-        ("demo", {}, LOCAL_TOOLS),
-        ("demo", SEARXNG, [*LOCAL_TOOLS, "search_web"]),
-        ("chat_completions", SEARXNG, [*LOCAL_TOOLS, "search_web"]),
-        ("openai", {}, [*LOCAL_TOOLS, "web_search", "image_generation"]),
-        ("openai", SEARXNG, [*LOCAL_TOOLS, "web_search", "image_generation"]),
+        ("demo", {}, [*LOCAL_TOOLS, *DOCUMENTS]),
+        ("demo", {"file_search": "off"}, LOCAL_TOOLS),
+        ("demo", SEARXNG, [*LOCAL_TOOLS, "search_web", *DOCUMENTS]),
+        ("chat_completions", SEARXNG, [*LOCAL_TOOLS, "search_web", *DOCUMENTS]),
+        ("openai", {}, [*LOCAL_TOOLS, "web_search", "image_generation", *DOCUMENTS]),
+        ("openai", SEARXNG, [*LOCAL_TOOLS, "web_search", "image_generation", *DOCUMENTS]),
         (
             "openai", {**SEARXNG, "openai_web_search": False},
-            [*LOCAL_TOOLS, "search_web", "image_generation"],
+            [*LOCAL_TOOLS, "search_web", "image_generation", *DOCUMENTS],
         ),
-        ("openai", {"openai_web_search": False, "openai_image_generation": False}, LOCAL_TOOLS),
+        (
+            "openai",
+            {"openai_web_search": False, "openai_image_generation": False, "file_search": "off"},
+            LOCAL_TOOLS,
+        ),
     ],
 )  # fmt: skip
 async def test_the_registry_offers_exactly_what_can_work(

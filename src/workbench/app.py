@@ -70,7 +70,9 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             app.state.workspaces = workspaces
             app.state.kernels = kernels
             app.state.attachments = attachments
-            services = ToolServices(settings, models.provider, kernels, workspaces, signer, blobs)
+            services = ToolServices(
+                settings, models.provider, kernels, workspaces, signer, blobs, database.pool
+            )
             toolset = build_toolset(services)
             app.state.server = WorkbenchServer(
                 store, settings, models, attachments, workspaces, toolset

@@ -267,6 +267,38 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="Seconds one calculation may take."
     )
 
+    # -- document search -------------------------------------------------------------------
+    file_search: Literal["postgres", "openai", "off"] = Field(
+        default="postgres",
+        description="Search over the documents of a thread: full-text (and vector) search in "
+        "Postgres, OpenAI vector stores (the hosted file_search tool), or off.",
+    )
+    documents_max_mb: int = Field(
+        default=50, ge=1, description="Largest document read for search, in MiB."
+    )
+    documents_max_pages: int = Field(
+        default=500, ge=1, description="Pages (slides, sheets) read of one document at most."
+    )
+    documents_max_unpacked_mb: int = Field(
+        default=256, ge=1, description="Largest unpacked size of a DOCX/PPTX/XLSX, in MiB."
+    )
+    documents_memory_mb: int = Field(
+        default=1024, ge=128, description="Address space of the process reading a document."
+    )
+    documents_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds one document may take to read."
+    )
+    documents_workers: int = Field(
+        default=2, ge=1, description="Documents read at once by one server process."
+    )
+    documents_search_wait: float = Field(
+        default=10.0, ge=0,
+        description="Seconds search_files waits for a document still being read.",
+    )  # fmt: skip
+    search_results: int = Field(
+        default=5, ge=1, le=20, description="Passages one search_files call returns."
+    )
+
     @field_validator("secret_key")
     @classmethod
     def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:

@@ -44,6 +44,10 @@ T = TypeVar("T")
 DemoTrigger = Callable[[str], str | None]
 """Given the user's message text, the JSON arguments of a demo call to the tool, or None."""
 
+DemoAnswer = Callable[[str], str | None]
+"""Given what a call to the tool returned, the demo model's answer, or None (it then quotes
+the output whole)."""
+
 ActionHandler = Callable[..., Awaitable[Any]]
 
 _OUTPUT_PREVIEW = 300
@@ -163,6 +167,10 @@ class ToolPlugin:
         """The arguments the offline demo model calls this tool with for ``text``, if any."""
         return None
 
+    def demo_answer(self, output: str) -> str | None:
+        """What the demo model answers once this tool returned ``output`` (None: quote it)."""
+        return None
+
     # -- how a call shows while the model streams it --------------------------------------
     # ``item`` is the provider's output item (a ``function_call`` or a hosted tool's call);
     # ``event`` any other streamed event naming that item (arguments deltas, progress).
@@ -192,6 +200,18 @@ class ToolPlugin:
     def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
         """What a Stop saves of the response's pending items: this tool's, as they stood."""
         return items
+
+    # -- the turn around the calls ------------------------------------------------------------
+
+    async def turn_started(self, turn: TurnContext, message: ThreadItem | None) -> None:
+        """A response begins, answering ``message`` (the user's, or the thread's latest item),
+        before the model is called: take in what the message brings (its documents)."""
+        return None
+
+    async def turn_finished(self, turn: TurnContext) -> None:
+        """The model is done (not called on a Stop, which ``stopped`` handles). What is
+        streamed here is sent, and saved, before the response ends."""
+        return None
 
     async def aclose(self) -> None:
         """Release what the plug-in holds (an HTTP client); called once, at server shutdown."""
@@ -280,6 +300,7 @@ class Toolset:
         self._instructions = "\n".join(p.instructions for p in self.plugins if p.instructions)
         self._include = list(dict.fromkeys(n for p in self.plugins for n in p.response_include))
         self._triggers = {plugin.id: plugin.demo_trigger for plugin in self.plugins}
+        self._answers = {plugin.id: plugin.demo_answer for plugin in self.plugins}
         self._tools = [plugin.tool() for plugin in self.plugins]
         self._hosted = {
             plugin.item_type: plugin
@@ -305,6 +326,9 @@ class Toolset:
 
     def demo_triggers(self) -> dict[str, DemoTrigger]:
         return dict(self._triggers)
+
+    def demo_answers(self) -> dict[str, DemoAnswer]:
+        return dict(self._answers)
 
     def owner_of(self, item: Any) -> ToolPlugin | None:
         """The plug-in an output item (a tool call, streamed or in the transcript) belongs to."""
@@ -342,6 +366,17 @@ class Toolset:
         for plugin in self.plugins:
             kept = plugin.stopped(turn, kept)
         return kept
+
+    async def turn_started(self, turn: TurnContext, message: ThreadItem | None) -> None:
+        for plugin in self.plugins:
+            await plugin.turn_started(turn, message)
+
+    async def turn_finished(self, turn: TurnContext) -> list[ThreadStreamEvent]:
+        """What the plug-ins stream as the turn ends, for the server to send last."""
+        with turn.holding() as held:
+            for plugin in self.plugins:
+                await plugin.turn_finished(turn)
+        return held
 
     async def aclose(self) -> None:
         for plugin in self.plugins:

@@ -194,6 +194,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             await session.rewind()  # threads.retry_after_item: answer this message afresh
         converter = WorkbenchConverter(self.attachments, self.workspaces, context, thread.id)
         agent_input = await converter.to_agent_input(message) if message else []
+        await toolset.turn_started(agent_context, message)
         result = Runner.run_streamed(
             self._agent(
                 toolset,
@@ -234,6 +235,8 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             raise stream_error(
                 error, provider=self.catalog.provider, max_turns=self.settings.max_turns
             ) from error
+        for event in await toolset.turn_finished(agent_context):
+            yield event
         # (On cancellation the entry stays for handle_stream_cancelled, which the SDK calls.)
         self._active.pop(thread.id, None)
         if thread.title is None and input_user_message is not None:
@@ -257,7 +260,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
         return Agent[TurnContext](
             name="Workbench",
             instructions=instructions,
-            model=self.catalog.model(model_name, toolset.demo_triggers()),
+            model=self.catalog.model(model_name, toolset.demo_triggers(), toolset.demo_answers()),
             model_settings=ModelSettings(
                 tool_choice=tool_choice,
                 reasoning=reasoning,

@@ -22,7 +22,7 @@ from openai.types.responses.response_prompt_param import ResponsePromptParam
 from pydantic import TypeAdapter
 
 from workbench.agent.response_events import FunctionCall, OutputPart, Text, response_events
-from workbench.plugins import DemoTrigger
+from workbench.plugins import DemoAnswer, DemoTrigger
 
 DEMO_MODEL_NAME = "workbench-demo"
 DEMO_LABEL = "[Demo model — no model provider is configured]"
@@ -98,18 +98,25 @@ class ScriptedReplyModel(Model):
 class DemoModel(ScriptedReplyModel):
     name = DEMO_MODEL_NAME
 
-    def __init__(self, triggers: Mapping[str, DemoTrigger] | None = None) -> None:
+    def __init__(
+        self,
+        triggers: Mapping[str, DemoTrigger] | None = None,
+        answers: Mapping[str, DemoAnswer] | None = None,
+    ) -> None:
         self._triggers = dict(triggers or {})
+        self._answers = dict(answers or {})
 
     def reply(
         self, input: str | list[TResponseInputItem], tool_names: set[str]
     ) -> list[OutputPart]:
         offered = {name: self._triggers[name] for name in tool_names if name in self._triggers}
-        return demo_reply(input, offered)
+        return demo_reply(input, offered, self._answers)
 
 
 def demo_reply(
-    input: str | list[TResponseInputItem], triggers: Mapping[str, DemoTrigger]
+    input: str | list[TResponseInputItem],
+    triggers: Mapping[str, DemoTrigger],
+    answers: Mapping[str, DemoAnswer] | None = None,
 ) -> list[OutputPart]:
     """What the demo model says to this input: deterministic, no randomness in the text."""
     items: list[Any] = [{"role": "user", "content": input}] if isinstance(input, str) else input
@@ -117,6 +124,10 @@ def demo_reply(
     if last.get("type") == "function_call_output":
         output = _text_of(last.get("output"))
         name = _called(items, last.get("call_id"))
+        answer = (answers or {}).get(name)
+        answered = answer(output) if answer is not None else None
+        if answered is not None:
+            return [Text(f"{DEMO_LABEL} {answered}")]
         return [Text(f"{DEMO_LABEL} `{name}` returned:\n\n{output}")]
 
     text = _last_user_text(items)

@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 
 from workbench.agent.demo import DEMO_MODEL_NAME, DemoModel
 from workbench.config import Settings
-from workbench.plugins import DemoTrigger
+from workbench.plugins import DemoAnswer, DemoTrigger
 
 _DEFAULT_MODEL = {"openai": "gpt-5-mini", "chat_completions": "llama3.2", "demo": DEMO_MODEL_NAME}
 
@@ -48,10 +48,15 @@ class ModelCatalog:
             )
         return requested
 
-    def model(self, name: str, demo_triggers: Mapping[str, DemoTrigger] | None = None) -> Model:
+    def model(
+        self,
+        name: str,
+        demo_triggers: Mapping[str, DemoTrigger] | None = None,
+        demo_answers: Mapping[str, DemoAnswer] | None = None,
+    ) -> Model:
         """The model called ``name``; the demo model calls tools when their trigger fires."""
         if self.provider == "demo":
-            return DemoModel(demo_triggers)
+            return DemoModel(demo_triggers, demo_answers)
         assert self.client is not None
         if self.provider == "openai":
             return OpenAIResponsesModel(model=name, openai_client=self.client)

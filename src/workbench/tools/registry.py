@@ -8,7 +8,15 @@ so the model is never offered a tool that fails. Adding a tool is one module and
 from __future__ import annotations
 
 from workbench.plugins import Toolset
-from workbench.tools import calculator, files, image_generation, python, search_web, web_search
+from workbench.tools import (
+    calculator,
+    files,
+    image_generation,
+    python,
+    search_files,
+    search_web,
+    web_search,
+)
 from workbench.tools.services import ToolServices
 
 _MODULES = (
@@ -18,6 +26,7 @@ _MODULES = (
     web_search,
     search_web,
     image_generation,
+    search_files,
 )
 
 

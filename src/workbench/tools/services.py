@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from psycopg_pool import AsyncConnectionPool
+
 from workbench.config import Settings
 from workbench.files.blobs import BlobStore
 from workbench.files.signing import UrlSigner
@@ -22,3 +24,4 @@ class ToolServices:
     workspaces: Workspaces
     signer: UrlSigner
     blobs: BlobStore
+    pool: AsyncConnectionPool  # the database, for tools that keep state there

@@ -1,0 +1,56 @@
+-- The documents of each thread, read for search: every document attachment a message names
+-- and every workspace file the model adds; their text in chunks under a full-text index.
+--
+-- `status`: queued -> reading -> ready | failed; or duplicate, when the thread already has
+-- the same bytes (`same_as`; such a row has no sha256 and no chunks of its own). A reader
+-- holds a document while `lease_until` is in the future; one that died is replaced after it.
+-- `pages_done` of `pages` is what is searchable so far.
+
+CREATE TABLE documents (
+    id            text PRIMARY KEY,
+    owner         text NOT NULL,
+    thread_id     text NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+    attachment_id text REFERENCES attachments (id) ON DELETE CASCADE,
+    path          text,
+    name          text NOT NULL,
+    mime_type     text NOT NULL,
+    kind          text NOT NULL,
+    status        text NOT NULL DEFAULT 'queued'
+                  CHECK (status IN ('queued', 'reading', 'ready', 'failed', 'duplicate')),
+    sha256        text,
+    same_as       text REFERENCES documents (id) ON DELETE SET NULL,
+    pages         integer,
+    pages_total   integer,
+    pages_done    integer NOT NULL DEFAULT 0,
+    chunks        integer NOT NULL DEFAULT 0,
+    language      regconfig NOT NULL DEFAULT 'simple',
+    note          text,
+    lease_until   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CHECK ((attachment_id IS NULL) <> (path IS NULL))
+);
+CREATE INDEX documents_by_thread ON documents (thread_id, owner);
+CREATE INDEX documents_to_read ON documents (created_at) WHERE status IN ('queued', 'reading');
+CREATE UNIQUE INDEX documents_one_per_attachment ON documents (thread_id, attachment_id);
+CREATE UNIQUE INDEX documents_one_per_path ON documents (thread_id, path);
+CREATE UNIQUE INDEX documents_same_bytes_once ON documents (thread_id, sha256);
+
+CREATE TABLE document_chunks (
+    document_id text NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
+    seq         integer NOT NULL,
+    owner       text NOT NULL,
+    thread_id   text NOT NULL,
+    page        integer,
+    heading     text,
+    body        text NOT NULL,
+    language    regconfig NOT NULL,
+    -- The heading weighs more than the body: a passage under "Revenue" is about revenue.
+    tsv         tsvector GENERATED ALWAYS AS (
+                    setweight(to_tsvector(language, coalesce(heading, '')), 'A')
+                    || to_tsvector(language, body)
+                ) STORED,
+    PRIMARY KEY (document_id, seq)
+);
+CREATE INDEX document_chunks_search ON document_chunks USING gin (tsv);
+CREATE INDEX document_chunks_by_thread ON document_chunks (thread_id, owner);

@@ -1,0 +1,72 @@
+"""The extraction subprocess: ``python -m workbench.documents.extract PATH KIND LIMITS_JSON``.
+
+Parsers read untrusted bytes, so they run here, never in the server: under an address-space
+and a CPU-time limit set before any parser is imported, with the server's wall-clock limit
+around it (``documents.reader``). A hostile file can at worst kill this process.
+
+It writes JSON lines to stdout, flushed as it goes so the server can index page 1 while page
+2 is read:
+
+* ``{"pages": N | null, "total": T | null}`` once the file is open (pages to read, pages in
+  the file: more than N when over the page limit);
+* ``{"chunks": [[text, page, heading], ...], "read": pages_read}`` per section read;
+* ``{"error": "..."}`` when the file cannot be read (a sentence for a person), then exit 0;
+* ``{"done": true}`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.documents.chunks import chunks_of
+from workbench.documents.formats import DocumentError, Limits, Section, open_document
+
+
+def main(argv: list[str]) -> int:
+    path, kind, limits_json = argv
+    options = json.loads(limits_json)
+    _limit(resource.RLIMIT_AS, options["memory_bytes"])
+    _limit(resource.RLIMIT_CPU, options["cpu_seconds"])
+    limits = Limits(options["max_pages"], options["max_unpacked_bytes"])
+    try:
+        document = open_document(Path(path), kind, limits)
+        _send({"pages": document.pages, "total": document.total})
+        read = 0
+        for section in document.sections():
+            read = max(read, section.page or 0)
+            _send({"chunks": _rows(section), "read": read})
+    except DocumentError as error:
+        _send({"error": str(error)})
+        return 0
+    except MemoryError:
+        _send({"error": f"reading it needs more than {options['memory_bytes'] // 2**20} MiB"})
+        return 0
+    except RecursionError:
+        _send({"error": "it is nested too deeply to read (a malformed or hostile file?)"})
+        return 0
+    except Exception as error:  # a parser's own bug on a malformed file: say so, not how
+        _send({"error": f"its parser failed on it ({type(error).__name__}; corrupt?)"})
+        return 0
+    _send({"done": True})
+    return 0
+
+
+def _rows(section: Section) -> list[list[Any]]:
+    return [[chunk.text, chunk.page, chunk.heading] for chunk in chunks_of([section])]
+
+
+def _limit(which: int, value: int) -> None:
+    resource.setrlimit(which, (value, value))
+
+
+def _send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""The background reader: takes queued documents from Postgres and indexes them, off every
+request's path.
+
+Each server process runs ``WORKBENCH_DOCUMENTS_WORKERS`` readers. A reader claims a document
+(``DocumentLibrary.claim``, a lease), copies its bytes to a private temporary file while
+hashing them (the same bytes already in the thread: a duplicate, not read again), reads it
+through the extraction subprocess and indexes its chunks page by page, so a search finds the
+first pages while the last are still being read. Whatever goes wrong with the file ends as a
+``failed`` document with a note for the user and the model; nothing here fails a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from workbench.config import Settings
+from workbench.documents.chunks import Chunk, detect_language, language_model
+from workbench.documents.formats import DocumentError
+from workbench.documents.library import LEASE_SECONDS, Claimed, DocumentLibrary
+from workbench.documents.reader import Opened, ReadLimits, read_document
+from workbench.files.blobs import BlobNotFoundError, BlobStore
+from workbench.sandbox.workspace_fs import file_parts, open_file
+from workbench.sandbox.workspaces import Workspaces
+
+logger = logging.getLogger(__name__)
+
+_IDLE_POLL = 2.0  # seconds between looks for work queued by other processes
+_LANGUAGE_SAMPLE = 4000  # characters the language is detected from
+_BATCH_SECONDS = 0.25  # chunks are indexed at least this often while a document is read
+_BATCH_CHUNKS = 200
+_COPY_BYTES = 1 << 20
+
+
+class DocumentIndexer:
+    def __init__(
+        self,
+        library: DocumentLibrary,
+        blobs: BlobStore,
+        workspaces: Workspaces,
+        settings: Settings,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.library = library
+        self._blobs = blobs
+        self._workspaces = workspaces
+        self._settings = settings
+        self._limits = limits or ReadLimits.of(settings)
+        self._scratch = settings.data_dir / "tmp"
+        self._wake = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._warm: asyncio.Task[object] | None = None
+
+    def start(self) -> None:
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        self._warm = asyncio.create_task(asyncio.to_thread(language_model))
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"document-reader-{n}")
+            for n in range(self._settings.documents_workers)
+        ]
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers = []
+        if self._warm is not None:  # a thread: it cannot be cancelled, only awaited
+            await self._warm
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                claimed = await self.library.claim()
+            except Exception:
+                logger.exception("claiming a document to read failed; will try again")
+                claimed = None
+            if claimed is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), _IDLE_POLL)
+                continue
+            self._wake.set()  # there may be more: let another reader look too
+            await self.index(claimed)
+
+    async def index(self, claimed: Claimed) -> None:
+        """Read and index one claimed document; never raises but for cancellation."""
+        heartbeat = asyncio.create_task(self._keep_lease(claimed.id))
+        try:
+            with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
+                copy = Path(scratch) / "document"
+                sha256 = await self._copy(claimed, copy)
+                if await self.library.identify(claimed.id, sha256) is not None:
+                    return  # the thread has these bytes already: a duplicate
+                note = await self._read(claimed, copy)
+            await self.library.finish(claimed.id, "ready", note)
+        except DocumentError as error:
+            await self.library.finish(claimed.id, "failed", f"{claimed.name}: {error}.")
+        except asyncio.CancelledError:
+            raise  # the lease runs out, and another reader starts it again
+        except Exception:
+            logger.exception("indexing document %s (%s) failed", claimed.id, claimed.name)
+            with contextlib.suppress(Exception):
+                await self.library.finish(
+                    claimed.id, "failed", f"{claimed.name} could not be indexed (a server error)."
+                )
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_lease(self, document_id: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            with contextlib.suppress(Exception):
+                await self.library.renew(document_id)
+
+    async def _copy(self, claimed: Claimed, target: Path) -> str:
+        """Copy the document's bytes to ``target``; their SHA-256."""
+        limit = self._settings.documents_max_mb * 2**20
+        digest = hashlib.sha256()
+        size = 0
+        with target.open("wb") as file:
+            async for chunk in self._bytes(claimed):
+                size += len(chunk)
+                if size > limit:
+                    raise DocumentError(
+                        f"it is larger than {self._settings.documents_max_mb} MiB, the most "
+                        "read for search (WORKBENCH_DOCUMENTS_MAX_MB)"
+                    )
+                digest.update(chunk)
+                await asyncio.to_thread(file.write, chunk)
+        return digest.hexdigest()
+
+    async def _bytes(self, claimed: Claimed) -> AsyncIterator[bytes]:
+        if claimed.attachment_id is not None:
+            try:
+                async for chunk in self._blobs.read(claimed.attachment_id):
+                    yield chunk
+            except BlobNotFoundError:
+                raise DocumentError("its upload is missing") from None
+            return
+        assert claimed.path is not None
+        workspace = self._workspaces.ensure(claimed.owner, claimed.thread_id)
+        try:
+            fd = open_file(workspace, file_parts(claimed.path))
+        except OSError as error:
+            raise DocumentError(str(error).rstrip(".")) from None
+        with os.fdopen(fd, "rb") as file:
+            while chunk := await asyncio.to_thread(file.read, _COPY_BYTES):
+                yield chunk
+
+    async def _read(self, claimed: Claimed, copy: Path) -> str | None:
+        """Index the document at ``copy``; a note on what could not be read, if any."""
+        pending: list[Chunk] = []
+        language: str | None = None
+        indexed = pages_done = 0
+        opened = Opened(None, None)
+        flushed = time.monotonic()
+        async for event in read_document(copy, claimed.kind, self._limits):
+            if isinstance(event, Opened):
+                opened = event
+                await self.library.opened(claimed.id, event.pages, event.total)
+                continue
+            pending += event.chunks
+            pages_done = event.pages_read
+            if language is None:
+                if sum(len(c.text) for c in pending) < _LANGUAGE_SAMPLE:
+                    continue
+                language = await _language_of(pending)
+            if len(pending) >= _BATCH_CHUNKS or time.monotonic() - flushed >= _BATCH_SECONDS:
+                await self.library.add_chunks(claimed, language, indexed, pending, pages_done)
+                indexed += len(pending)
+                pending, flushed = [], time.monotonic()
+        if pending or indexed == 0:
+            language = language or await _language_of(pending)
+            await self.library.add_chunks(
+                claimed, language, indexed, pending, opened.pages or pages_done
+            )
+            indexed += len(pending)
+        if indexed == 0:
+            scan = " (a scanned PDF without a text layer? it would need OCR)"
+            raise DocumentError(
+                "it has no text to search" + (scan if claimed.kind == "pdf" else "")
+            )
+        if opened.total is not None and opened.pages is not None and opened.total > opened.pages:
+            return (
+                f"Only the first {opened.pages} of {opened.total} pages of {claimed.name} were "
+                "read for search (WORKBENCH_DOCUMENTS_MAX_PAGES)."
+            )
+        return None
+
+
+async def _language_of(chunks: list[Chunk]) -> str:
+    sample = " ".join(chunk.text for chunk in chunks)[:_LANGUAGE_SAMPLE]
+    return await asyncio.to_thread(detect_language, sample)
