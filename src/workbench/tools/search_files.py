@@ -166,7 +166,13 @@ class SearchFilesTool(ToolPlugin):
             indicator: Literal["none", "loading", "complete"] = (
                 "complete" if done else ("none" if final else "loading")
             )
-            if (task.title, task.content, task.status_indicator) != (title, content, indicator):
+            # The last refresh always goes out: the watcher's last one may have been streamed
+            # after the model finished, when nothing read the stream any more.
+            if final or (task.title, task.content, task.status_indicator) != (
+                title,
+                content,
+                indicator,
+            ):
                 task.title, task.content, task.status_indicator = title, content, indicator
                 await turn.refresh_task(task)
         return still
