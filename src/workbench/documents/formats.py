@@ -214,8 +214,11 @@ class _Xlsx(Document):
     def __init__(self, path: Path, limits: Limits) -> None:
         import openpyxl
 
+        # A file object, not the path: openpyxl refuses a path without an Excel extension,
+        # and the reader's copy has none. Read-only mode reads it lazily: it stays open.
+        self._file = path.open("rb")
         try:
-            self._book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True)
         except (KeyError, ValueError, OSError, zipfile.BadZipFile):
             raise DocumentError("it is not a valid XLSX file (corrupt?)") from None
         total = len(self._book.worksheets)
