@@ -285,3 +285,69 @@ async def test_documents_in_english_and_german_are_searched_by_their_stems(
         no_errors(events)
         [answer] = messages([e.item for e in events if e.type == "thread.item.done"])
         assert answer.content[0].text.startswith(f"[Demo model — no model provider is configured] From {where}")
+
+
+# -- ranking, snippets, the file filter ----------------------------------------------------
+
+ORCHARD = documents.pdf([
+    ("Growing", "Apples are grown across the valley, and many farmers plant apple trees."),
+    ("Harvest", "The apple harvest starts in late September, when the fruit is ripe."),
+    ("Festivals", "Harvest festivals happen in many villages, with music and dancing."),
+])  # fmt: skip
+NOTES = documents.markdown([("Shopping", "Buy an apple and some bread on the way home.")])
+
+
+async def test_the_passage_that_answers_comes_first_with_its_snippet(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
+    pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    ids = [
+        await upload(http, provider, "orchard.pdf", ORCHARD, documents.PDF),
+        await upload(http, provider, "notes.md", NOTES, documents.MARKDOWN),
+    ]
+    scripted_openai.script(
+        responses_step([search_call("c_all", "when does the apple harvest start")]),
+        responses_step([
+            search_call("c_one", "apple", file="notes.md"),
+            search_call("c_none", "apple", file="missing.pdf"),
+        ]),
+        responses_step([Text("It starts in late September [1].")]),
+        title_step("Harvest"),
+    )  # fmt: skip
+
+    events = await stream_events(http, provider.url, attaching(create_thread("When?"), *ids))
+
+    no_errors(events)
+    given = outputs(scripted_openai.streamed[2])
+    every = given["c_all"]
+    assert every.index("[1] orchard.pdf, page 2 — Harvest\n") < every.index("[2] ")
+    assert "The apple harvest starts in late September" in every.split("[2] ")[0]
+    # Passages with only some of the words follow those with all of them.
+    entries = [line for line in every.splitlines() if line.startswith("[")]
+    assert {line.split(" — ")[0].split("] ", 1)[1] for line in entries} == {
+        "orchard.pdf, page 1", "orchard.pdf, page 2", "orchard.pdf, page 3", "notes.md",
+    }  # fmt: skip
+    # file= searches that document only, and the numbers run on from the first search.
+    one = given["c_one"]
+    assert f"[{len(entries) + 1}] notes.md — Shopping\nBuy an apple and some bread on the way home." in one
+    assert "orchard.pdf" not in one
+    assert given["c_none"] == (
+        "No document is named 'missing.pdf'. The documents are: notes.md, orchard.pdf."
+    )
+    items = await list_items(http, provider.url, events[0].thread.id)
+    [answer] = messages(items)
+    [(source, index)] = file_sources(answer)
+    assert (source.filename, source.title) == ("orchard.pdf", "orchard.pdf, page 2")
+    assert source.description is not None
+    assert "**apple** **harvest** **starts**" in source.description
+    assert index == len("It starts in late September")
+    tasks = [t for t in workflow_tasks(items) if isinstance(t, SearchTask)]
+    assert [(t.title, t.queries) for t in tasks] == [
+        ("Searched documents for “when does the apple harvest start”",
+         ["when does the apple harvest start"]),
+        ("Searched documents for “apple”", ["apple"]),
+        ("No document named “missing.pdf”", []),
+    ]  # fmt: skip
+    assert [s.title for s in tasks[0].sources] == ["orchard.pdf", "notes.md"]
+    assert all(s.url.startswith(provider.base + "/files/") for s in tasks[0].sources)
+    assert {t.status_indicator for t in tasks} == {"complete"}

@@ -190,7 +190,10 @@ class SearchFilesTool(ToolPlugin):
     # -- the search -------------------------------------------------------------------------
 
     async def call_started(self, turn: TurnContext, item: Any) -> None:
-        await self._open(turn, str(item.call_id))
+        # The runner may have started the call before its stream event reaches us: the
+        # search has opened the task then.
+        if str(item.call_id) not in _searches(turn):
+            await self._open(turn, str(item.call_id))
 
     async def call_output(self, turn: TurnContext, call_id: str, output: Any) -> None:
         task = _searches(turn).pop(call_id, None)
