@@ -351,3 +351,122 @@ async def test_the_passage_that_answers_comes_first_with_its_snippet(
     assert [s.title for s in tasks[0].sources] == ["orchard.pdf", "notes.md"]
     assert all(s.url.startswith(provider.base + "/files/") for s in tasks[0].sources)
     assert {t.status_indicator for t in tasks} == {"complete"}
+
+
+# -- scoping: another user's, another thread's documents ---------------------------------
+
+
+async def test_another_users_and_another_threads_documents_are_never_returned(
+    users: LiveServer, scripted_openai: ScriptedOpenAI, as_alice: httpx.AsyncClient,
+    as_bob: httpx.AsyncClient, alice: RequestContext, bob: RequestContext,
+    pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    async def thread_with(client: httpx.AsyncClient, user: str, name: str, text: str) -> str:
+        data = documents.markdown([("Zebras", text)])
+        attachment = await upload(client, users, name, data, documents.MARKDOWN, user)
+        scripted_openai.script(responses_step([Text("Noted.")]), title_step("Zebras"))
+        events = await stream_events(client, users.url, attaching(create_thread("Keep"), attachment))
+        no_errors(events)
+        return str(events[0].thread.id)
+
+    mine = await thread_with(as_alice, alice.user_id, "mine.md", "A zebra crossed the road.")
+    other = await thread_with(
+        as_alice, alice.user_id, "other.md", "Zebra zebra zebra: the zebra herd, zebra facts."
+    )
+    bobs = await thread_with(as_bob, bob.user_id, "bobs.md", "The zebra of Bob: zebra stripes.")
+    for thread_id in (mine, other, bobs):
+        assert {d["status"] for d in (await settled(pool, thread_id)).values()} == {"ready"}
+
+    scripted_openai.script(
+        responses_step([search_call("c1", "zebra")]),
+        responses_step([search_call("c2", "zebra", file="other.md"),
+                        search_call("c3", "zebra", file="bobs.md")]),
+        responses_step([Text("One zebra [1].")]),
+    )  # fmt: skip
+    events = await stream_events(as_alice, users.url, add_message(mine, "Zebras?"))
+
+    no_errors(events)
+    given = outputs(scripted_openai.streamed[-1])
+    assert given["c1"].endswith("\n\n[1] mine.md — Zebras\nA zebra crossed the road.")
+    assert given["c1"].count("\n[") == 1
+    assert given["c2"] == "No document is named 'other.md'. The documents are: mine.md."
+    assert given["c3"] == "No document is named 'bobs.md'. The documents are: mine.md."
+    # Bob's own search sees his document only.
+    scripted_openai.script(responses_step([search_call("b1", "zebra")]), responses_step([Text("Ok")]))
+    no_errors(await stream_events(as_bob, users.url, add_message(bobs, "Zebras?")))
+    [only] = outputs(scripted_openai.streamed[-1]).values()
+    assert "bobs.md" in only
+    assert "mine.md" not in only and "other.md" not in only
+
+
+# -- citations ----------------------------------------------------------------------------
+
+LIGHTHOUSES = documents.markdown([
+    ("North", "The north lighthouse was built of granite in 1850."),
+    ("South", "The south lighthouse burns oil and guides the fishing boats."),
+    ("West", "The west lighthouse keeper writes a logbook every night."),
+])  # fmt: skip
+
+
+async def test_a_cited_passage_becomes_a_file_source_and_the_transcript_keeps_the_text(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    attachment = await upload(http, provider, "lights.md", LIGHTHOUSES, documents.MARKDOWN)
+    answer = "Oil lights one of them [2]; see also [9]."
+    scripted_openai.script(
+        responses_step([search_call("c1", "lighthouse")]),
+        responses_step([Text(answer)]),
+        title_step("Lights"),
+    )
+    events = await stream_events(http, provider.url, attaching(create_thread("?"), attachment))
+    no_errors(events)
+    thread_id = events[0].thread.id
+
+    given = outputs(scripted_openai.streamed[1])["c1"]
+    assert [line for line in given.splitlines() if line.startswith("[")] == [
+        "[1] lights.md — North", "[2] lights.md — South", "[3] lights.md — West",
+    ]  # fmt: skip
+    [message] = messages(await list_items(http, provider.url, thread_id))
+    assert message.content[0].text == "Oil lights one of them; see also [9]."
+    [(source, index)] = file_sources(message)
+    assert (source.filename, source.title) == ("lights.md", "lights.md")
+    assert source.description == "south **lighthouse** burns oil and guides the fishing boats"
+    assert index == len("Oil lights one of them")
+    [done] = [e.item for e in events if e.type == "thread.item.done" and e.item.id == message.id]
+    assert done == message
+
+    scripted_openai.script(responses_step([Text("Nothing new.")]))
+    no_errors(await stream_events(http, provider.url, add_message(thread_id, "And?")))
+    replayed = [
+        part["text"]
+        for entry in scripted_openai.streamed[-1]["input"]
+        if entry.get("role") == "assistant"
+        for part in (entry["content"] if isinstance(entry["content"], list) else [])
+    ] + [
+        entry["content"]
+        for entry in scripted_openai.streamed[-1]["input"]
+        if entry.get("role") == "assistant" and isinstance(entry["content"], str)
+    ]
+    assert answer in replayed
+
+
+async def test_the_demo_model_answers_with_the_top_passage_and_cites_it(
+    live: LiveServer, http: httpx.AsyncClient
+) -> None:
+    attachment = await upload(http, live, "lights.md", LIGHTHOUSES, documents.MARKDOWN)
+    turn = attaching(create_thread("search: lighthouse keeper logbook"), attachment)
+
+    events = await stream_events(http, live.url, turn)
+
+    no_errors(events)
+    items = await list_items(http, live.url, events[0].thread.id)
+    [task] = [t for t in workflow_tasks(items) if isinstance(t, SearchTask)]
+    assert task.queries == ["lighthouse keeper logbook"]  # not the attachment's note after it
+    [message] = messages(items)
+    text = message.content[0].text
+    assert text.endswith(
+        "From lights.md — West: The west lighthouse keeper writes a logbook every night."
+    )
+    [(source, index)] = file_sources(message)
+    assert (source.filename, index) == ("lights.md", len(text))
+    assert source.description is not None and "**keeper**" in source.description

@@ -109,7 +109,9 @@ class SearchFilesTool(ToolPlugin):
         return search_files
 
     def demo_trigger(self, text: str) -> str | None:
-        query = text[len(DEMO_PREFIX) :].strip() if text.startswith(DEMO_PREFIX) else ""
+        # The query is the rest of the first line: what follows is the attachments' notes.
+        line = text.split("\n", 1)[0]
+        query = line[len(DEMO_PREFIX) :].strip() if line.startswith(DEMO_PREFIX) else ""
         return json.dumps({"query": query}) if query else None
 
     def demo_answer(self, output: str) -> str | None:
