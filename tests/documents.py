@@ -68,9 +68,11 @@ def corrupt_pdf() -> bytes:
 def long_pdf(pages: int, text: str) -> bytes:
     """A PDF of many identical text pages, written by hand so that thousands of pages cost
     kilobytes and milliseconds: every page shares one content stream and one font."""
-    stream = b"BT /F1 11 Tf 40 780 Td 14 TL " + b"".join(
-        b"(" + line.encode("latin-1") + b") Tj T* " for line in _lines(text, 90)
-    ) + b"ET"
+    stream = (
+        b"BT /F1 11 Tf 40 780 Td 14 TL "
+        + b"".join(b"(" + line.encode("latin-1") + b") Tj T* " for line in _lines(text, 90))
+        + b"ET"
+    )
     first_page = 5
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
@@ -198,4 +200,6 @@ def markdown(sections: Sequence[tuple[str, str]]) -> bytes:
 def html(title: str, sections: Sequence[tuple[str, str]]) -> bytes:
     body = "".join(f"<h2>{heading}</h2><p>{text}</p>" for heading, text in sections)
     page = f"<html><head><title>{title}</title><style>p {{color: red}}</style></head>"
-    return (page + f"<body><script>var hidden = 'scriptword';</script>{body}</body></html>").encode()
+    return (
+        page + f"<body><script>var hidden = 'scriptword';</script>{body}</body></html>"
+    ).encode()

@@ -245,7 +245,9 @@ async def test_every_format_is_read_with_its_pages_and_headings(
     assert [(h, b) for _, h, b in located["guide.md"]] == [
         ("Install", "Run the installer twice."), ("Usage", "Open the lid first."),
     ]  # fmt: skip
-    assert [(h, b) for _, h, b in located["page.html"]] == [("Safety", "Wear gloves in the workshop.")]
+    assert [(h, b) for _, h, b in located["page.html"]] == [
+        ("Safety", "Wear gloves in the workshop.")
+    ]
     assert located["nul.txt"][-1][2].endswith("Before\ufffdafter the null.")
 
     items = await list_items(http, live.url, thread_id)
@@ -284,7 +286,9 @@ async def test_documents_in_english_and_german_are_searched_by_their_stems(
         events = await stream_events(http, live.url, add_message(thread_id, f"search: {query}"))
         no_errors(events)
         [answer] = messages([e.item for e in events if e.type == "thread.item.done"])
-        assert answer.content[0].text.startswith(f"[Demo model — no model provider is configured] From {where}")
+        assert answer.content[0].text.startswith(
+            f"[Demo model — no model provider is configured] From {where}"
+        )
 
 
 # -- ranking, snippets, the file filter ----------------------------------------------------
@@ -329,7 +333,10 @@ async def test_the_passage_that_answers_comes_first_with_its_snippet(
     }  # fmt: skip
     # file= searches that document only, and the numbers run on from the first search.
     one = given["c_one"]
-    assert f"[{len(entries) + 1}] notes.md — Shopping\nBuy an apple and some bread on the way home." in one
+    assert (
+        f"[{len(entries) + 1}] notes.md — Shopping\nBuy an apple and some bread on the way home."
+        in one
+    )
     assert "orchard.pdf" not in one
     assert given["c_none"] == (
         "No document is named 'missing.pdf'. The documents are: notes.md, orchard.pdf."
@@ -365,7 +372,9 @@ async def test_another_users_and_another_threads_documents_are_never_returned(
         data = documents.markdown([("Zebras", text)])
         attachment = await upload(client, users, name, data, documents.MARKDOWN, user)
         scripted_openai.script(responses_step([Text("Noted.")]), title_step("Zebras"))
-        events = await stream_events(client, users.url, attaching(create_thread("Keep"), attachment))
+        events = await stream_events(
+            client, users.url, attaching(create_thread("Keep"), attachment)
+        )
         no_errors(events)
         return str(events[0].thread.id)
 
@@ -392,7 +401,9 @@ async def test_another_users_and_another_threads_documents_are_never_returned(
     assert given["c2"] == "No document is named 'other.md'. The documents are: mine.md."
     assert given["c3"] == "No document is named 'bobs.md'. The documents are: mine.md."
     # Bob's own search sees his document only.
-    scripted_openai.script(responses_step([search_call("b1", "zebra")]), responses_step([Text("Ok")]))
+    scripted_openai.script(
+        responses_step([search_call("b1", "zebra")]), responses_step([Text("Ok")])
+    )
     no_errors(await stream_events(as_bob, users.url, add_message(bobs, "Zebras?")))
     [only] = outputs(scripted_openai.streamed[-1]).values()
     assert "bobs.md" in only
