@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,9 @@ class ReadLimits:
         )
 
 
-async def read_document(path: Path, kind: str, limits: ReadLimits) -> AsyncIterator[Opened | Read]:
+async def read_document(
+    path: Path, kind: str, limits: ReadLimits
+) -> AsyncGenerator[Opened | Read, None]:
     options = {
         "max_pages": limits.max_pages, "max_unpacked_bytes": limits.max_unpacked_bytes,
         "memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
