@@ -132,11 +132,12 @@ def docx_bomb(unpacked_mb: int) -> bytes:
     """A real DOCX with one more member that is small packed and ``unpacked_mb`` MiB unpacked
     (zeros compress a thousandfold): a zip bomb, still a few kilobytes."""
     out = io.BytesIO(docx([("Harmless", "Nothing to see here.")]))
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("word/media/padding.bin", "w", force_zip64=True) as member:
-            block = bytes(2**20)
-            for _ in range(unpacked_mb):
-                member.write(block)
+    with (
+        zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("word/media/padding.bin", "w", force_zip64=True) as member,
+    ):
+        for _ in range(unpacked_mb):
+            member.write(bytes(2**20))
     return out.getvalue()
 
 

@@ -238,8 +238,9 @@ async def test_every_format_is_read_with_its_pages_and_headings(
         (1, "Roadmap", "Launch in spring."), (2, "Risks", "Suppliers may be late."),
     ]  # fmt: skip
     assert located["book.xlsx"] == [
-        (1, "Sales", "Region | Total\nNorth | 120\nSouth | 80"), (2, "Costs", "Item | Euros\nRent | 900"),
-    ]  # fmt: skip
+        (1, "Sales", "Region | Total\nNorth | 120\nSouth | 80"),
+        (2, "Costs", "Item | Euros\nRent | 900"),
+    ]
     # Long tables come in sections of rows, each headed by the table's header row.
     assert [b.split("\n")[0] for _, _, b in located["cities.csv"]] == ["City | Population"] * 2
     assert [(h, b) for _, h, b in located["guide.md"]] == [

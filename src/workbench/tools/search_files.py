@@ -46,7 +46,7 @@ from workbench.documents.search import Passage, Scope, search_passages
 from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
 from workbench.plugins import ToolPlugin, TurnContext
-from workbench.sandbox.workspace_fs import file_parts, joined, open_file
+from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
 from workbench.tools.services import ToolServices
 
 TOOL_NAME = "search_files"
@@ -306,8 +306,8 @@ class AddToSearchTool(ToolPlugin):
         kind = kind_of(name, mime_type)
         if kind is None:
             return (
-                f"{relative} is not a document search_files can read: PDF, DOCX, PPTX, XLSX, "
-                "CSV, HTML, Markdown and text files can be added."
+                f"{shown(relative)} is not a document search_files can read: PDF, DOCX, PPTX, "
+                "XLSX, CSV, HTML, Markdown and text files can be added."
             )
         await self._indexer.library.add_path(owner, thread_id, relative, name, mime_type, kind)
         self._indexer.wake()
