@@ -173,6 +173,27 @@ def pptx(slides: Sequence[tuple[str, str]]) -> bytes:
     return out.getvalue()
 
 
+def pptx_with_table(title: str, rows: Sequence[Sequence[str]], grouped: str) -> bytes:
+    """One slide: a title, a table, and a text box inside a group of shapes."""
+    import pptx as python_pptx
+    from pptx.util import Inches
+
+    deck = python_pptx.Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+    slide.shapes.title.text = title
+    frame = slide.shapes.add_table(len(rows), len(rows[0]), Inches(1), Inches(2), Inches(6),
+                                   Inches(2))  # fmt: skip
+    for r, values in enumerate(rows):
+        for c, value in enumerate(values):
+            frame.table.cell(r, c).text = value
+    group = slide.shapes.add_group_shape()
+    box = group.shapes.add_textbox(Inches(1), Inches(5), Inches(4), Inches(1))
+    box.text_frame.text = grouped
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
+
+
 def xlsx(sheets: dict[str, Sequence[Sequence[object]]]) -> bytes:
     """A workbook, one sheet per entry (rows, the first a header)."""
     import openpyxl

@@ -261,6 +261,48 @@ async def test_every_format_is_read_with_its_pages_and_headings(
     assert "From report.pdf, page 2 — Introduction: The apple harvest" in answer.content[0].text
 
 
+async def test_text_outside_paragraphs_and_plain_headings_is_read_too(
+    live: LiveServer, http: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
+    web_page = (
+        "<html><head><title>Saved page</title></head><body>"
+        "<div class='intro'>Text in a <b>div</b>, as most pages have it.</div>"
+        "<h2>Prices</h2><div>Before a paragraph.<p>Inside it.</p>After it.</div>"
+        "<table><tr><th>Item</th><th>Price</th></tr><tr><td>Tea</td><td>3</td></tr></table>"
+        "<!-- a comment --></body></html>"
+    )
+    files = {
+        "saved.html": (web_page.encode(), documents.HTML),
+        "setext.md": (b"Title\n=====\n\nUnder the title.\n\nPart\n----\n\nUnder the part.\n",
+                      documents.MARKDOWN),
+        "blob.csv": (documents.csv_file([["id", "payload"], [1, "x" * 200_000], [2, "small"]]),
+                     documents.CSV),
+        "table.pptx": (documents.pptx_with_table(
+            "Uptime", [["Metric", "Value"], ["Uptime", "99.9"]], "A grouped note."
+        ), documents.PPTX),
+    }  # fmt: skip
+    ids = [await upload(http, live, name, data, mime) for name, (data, mime) in files.items()]
+    events = await stream_events(http, live.url, attaching(create_thread("Files"), *ids))
+    no_errors(events)
+    found = await settled(pool, events[0].thread.id)
+    assert {n: (d["status"], d["note"]) for n, d in found.items()} == dict.fromkeys(
+        files, ("ready", None)
+    )
+    located = {
+        name: [(r["heading"], r["body"]) for r in await chunks_of(pool, document["id"])]
+        for name, document in found.items()
+    }
+
+    assert located["saved.html"] == [
+        ("Saved page", "Text in a div, as most pages have it."),
+        ("Prices", "Before a paragraph.\nInside it.\nAfter it.\nItem | Price\nTea | 3"),
+    ]
+    assert located["setext.md"] == [("Title", "Under the title."), ("Part", "Under the part.")]
+    # A cell longer than the csv module's default field limit (128 KiB) is read, in chunks.
+    assert "".join(body for _, body in located["blob.csv"]).count("x") == 200_000
+    assert located["table.pptx"] == [("Uptime", "Metric | Value\nUptime | 99.9\nA grouped note.")]
+
+
 async def test_documents_in_english_and_german_are_searched_by_their_stems(
     live: LiveServer, http: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
