@@ -524,3 +524,41 @@ async def test_the_demo_model_answers_with_the_top_passage_and_cites_it(
     [(source, index)] = file_sources(message)
     assert (source.filename, index) == ("lights.md", len(text))
     assert source.description is not None and "**keeper**" in source.description
+
+
+async def test_queries_with_odd_characters_get_answers_not_errors(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient
+) -> None:
+    attachment = await upload(http, provider, "lights.md", LIGHTHOUSES, documents.MARKDOWN)
+    queries = {
+        "nul": "west\x00 lighthouse",
+        "empty": "   ",
+        "symbols": "!!! & | <-> :* ()",
+        "long": "lighthouse " * 2000,
+    }
+    scripted_openai.script(
+        responses_step(
+            [
+                *(search_call(name, text) for name, text in queries.items()),
+                search_call("nul_file", "west", file="lights\x00.md"),
+            ]
+        ),
+        responses_step([Text("Done.")]),
+        title_step("Odd"),
+    )
+    events = await stream_events(http, provider.url, attaching(create_thread("?"), attachment))
+
+    no_errors(events)
+    given = outputs(scripted_openai.streamed[1])
+    assert "lights.md — West" in given["nul"]
+    assert (
+        given["empty"]
+        == "The search query was empty: call search_files with the words to look for."
+    )
+    assert given["symbols"].startswith("No passage matches “!!! & | <-> :* ()”.")
+    assert given["long"].count("\n[") == 3
+    assert given["nul_file"].startswith("No document is named 'lights\ufffd.md'.")
+    assert (
+        messages(await list_items(http, provider.url, events[0].thread.id))[-1].content[0].text
+        == "Done."
+    )

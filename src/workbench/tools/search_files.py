@@ -47,6 +47,7 @@ from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
 from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
+from workbench.text import storable
 from workbench.tools.services import ToolServices
 
 TOOL_NAME = "search_files"
@@ -212,7 +213,9 @@ class SearchFilesTool(ToolPlugin):
     async def search(self, turn: TurnContext, call_id: str, query: str, file: str | None) -> str:
         """What the model reads back for ``query``: numbered passages, or why there are none."""
         task = _searches(turn).get(call_id) or await self._open(turn, call_id)
-        query = " ".join(query.split())[:_QUERY_CHARS]
+        # The model's words reach Postgres (the query, the task's title): no NUL.
+        query = " ".join(storable(query).split())[:_QUERY_CHARS]
+        file = None if file is None else storable(file)
         owner, thread_id = turn.request_context.user_id, turn.thread.id
         documents = await self._library.thread_documents(owner, thread_id)
         if not documents:
