@@ -37,7 +37,7 @@ from tests.live import (
     workflow_tasks,
 )
 from tests.openai_files import OpenAIFiles
-from tests.test_cancellation import eventually
+from tests.test_cancellation import eventually, read_until
 from workbench.agent.response_events import FileSearch, Text
 from workbench.config import Settings
 from workbench.tools.file_search import RESULTS_INCLUDE
@@ -299,6 +299,58 @@ async def test_a_document_still_indexing_when_the_wait_ends_is_searched_once_rea
     assert indexing_states(events)[-1] == ("Indexed report.pdf on OpenAI", "complete")
     assert len(openai_files.files) == 1  # looked at again, not sent again
     assert "Still being indexed" not in scripted.streamed[-1]["instructions"]
+
+
+async def test_a_document_over_the_size_limit_is_never_sent(
+    database_url: str, tmp_path: Path, scripted: ScriptedOpenAI, openai_files: OpenAIFiles,
+    http: httpx.AsyncClient,
+) -> None:  # fmt: skip
+    with running(hosted_server(database_url, tmp_path / "data", scripted,
+                               documents_max_mb=1)) as live:  # fmt: skip
+        big = await upload(http, live, "big.txt", b"word " * 300_000, "text/plain")
+        thread_id, events = await start_with_report(http, live, scripted, big)
+        saved = await list_items(http, live.url, thread_id)
+
+    assert ("Could not index big.txt on OpenAI", "none") in indexing_states(events)
+    [task] = [t for t in workflow_tasks(saved) if t.title == "Could not index big.txt on OpenAI"]
+    assert task.content == "It is larger than 1 MB."
+    assert [f["filename"] for f in openai_files.files.values()] == ["report.pdf"]
+    assert "big.txt (it is larger than 1 MB)" in scripted.streamed[0]["instructions"]
+
+
+async def test_a_stop_while_a_document_is_indexed_leaves_no_task_spinning_nor_file_unrecorded(
+    database_url: str, tmp_path: Path, scripted: ScriptedOpenAI, openai_files: OpenAIFiles,
+    http: httpx.AsyncClient, pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    openai_files.polls_to_index = 10_000
+    with running(hosted_server(database_url, tmp_path / "data", scripted,
+                               openai_indexing_wait=30)) as live:  # fmt: skip
+        report = await upload(http, live, "report.pdf", report_pdf(), "application/pdf")
+        body = attaching(create_thread("Here is the Q3 report."), report)
+
+        # The task reaches the client while the turn still waits for OpenAI.
+        events = await read_until(
+            http, live.url, body,
+            lambda events: ("Indexing report.pdf on OpenAI…", "loading") in indexing_states(events),
+        )  # fmt: skip
+        thread_id = events[0].thread.id
+
+        async def saved_stopped() -> bool:
+            tasks = workflow_tasks(await list_items(http, live.url, thread_id))
+            return [(t.title, t.status_indicator) for t in tasks] == [
+                ("Indexing report.pdf on OpenAI stopped", "none")
+            ]
+
+        await eventually(saved_stopped)
+        await eventually(lambda: len(openai_files.files) == 1)
+
+    assert scripted.streamed == []  # the model was never asked
+    [file_id] = openai_files.files
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT id FROM openai_files WHERE attachment_id = %s", (report,)
+        )
+        assert await cursor.fetchall() == [(file_id,)]
 
 
 async def test_an_expired_store_is_rebuilt_on_the_next_turn(

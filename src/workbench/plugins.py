@@ -101,6 +101,10 @@ class TurnContext(AgentContext[RequestContext]):
         try:
             while (event := await queue.get()) is not None:
                 yield event
+            self._relayed = None  # from now on, to ChatKit's queue: read after these
+            while not queue.empty():  # streamed (by a task it started) after it returned
+                if (late := queue.get_nowait()) is not None:
+                    yield late
             await running  # what it raised
         finally:
             self._relayed = None
