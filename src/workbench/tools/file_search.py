@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agents import FileSearchTool, Tool
 from chatkit.agents import ResponseStreamConverter
@@ -50,6 +50,8 @@ from workbench.files.signing import UrlSigner
 from workbench.plugins import ConverterWrapper, ToolPlugin, TurnContext, field_of
 from workbench.text import storable
 from workbench.tools.services import ToolServices
+
+Indicator = Literal["none", "loading", "complete"]
 
 TOOL_ID = "file_search"
 RESULTS_INCLUDE = "file_search_call.results"
@@ -134,17 +136,16 @@ class FileSearchPlugin(ToolPlugin):
         turn.notes.extend(_notes(synced))
 
     async def _show(self, turn: TurnContext, state: _Turn, item: Mirrored) -> None:
-        name = item.document.name
+        title, content, indicator = _shown_as(item)
         task = state.indexing.get(item.document.attachment_id)
         if task is None:
-            task = CustomTask(icon="document", status_indicator="loading")
+            task = CustomTask(title=title, content=content, icon="document",
+                              status_indicator=indicator)  # fmt: skip
             state.indexing[item.document.attachment_id] = task
-            _describe(task, item)
-            await turn.show_task(task, stopped_title=f"Indexing {name} on OpenAI stopped")
-            return
-        before = (task.title, task.content, task.status_indicator)
-        _describe(task, item)
-        if (task.title, task.content, task.status_indicator) != before:
+            stopped = f"Indexing {item.document.name} on OpenAI stopped"
+            await turn.show_task(task, stopped_title=stopped)
+        elif (task.title, task.content, task.status_indicator) != (title, content, indicator):
+            task.title, task.content, task.status_indicator = title, content, indicator
             await turn.refresh_task(task)
 
     # -- a search, as the model streams it ----------------------------------------------------
@@ -214,26 +215,17 @@ def _turn(turn: TurnContext) -> _Turn:
     return turn.state(TOOL_ID, _Turn)
 
 
-def _describe(task: CustomTask, item: Mirrored) -> None:
+def _shown_as(item: Mirrored) -> tuple[str, str | None, Indicator]:
+    """An indexing task's title, content and indicator for ``item``."""
     name = item.document.name
     if item.state == "indexed":
-        task.title, task.content, task.status_indicator = (
-            f"Indexed {name} on OpenAI",
-            None,
-            "complete",
-        )
-    elif item.state == "failed":
-        task.title = f"Could not index {name} on OpenAI"
-        task.content, task.status_indicator = _sentence(item.reason), "none"
-    elif item.reason is not None:  # the turn's wait is over
-        task.title = f"{name} is still being indexed on OpenAI"
-        task.content, task.status_indicator = "It can be searched once OpenAI is done.", "none"
-    else:
-        task.title, task.content, task.status_indicator = (
-            f"Indexing {name} on OpenAI…",
-            None,
-            "loading",
-        )
+        return f"Indexed {name} on OpenAI", None, "complete"
+    if item.state == "failed":
+        return f"Could not index {name} on OpenAI", _sentence(item.reason), "none"
+    if item.state == "indexing" and item.reason is not None:  # the turn's wait is over
+        return (f"{name} is still being indexed on OpenAI",
+                "It can be searched once OpenAI is done.", "none")  # fmt: skip
+    return f"Indexing {name} on OpenAI…", None, "loading"
 
 
 def _notes(synced: Synced) -> list[str]:
