@@ -50,6 +50,7 @@ class OpenAIFiles:
         self.stores: dict[str, dict[str, Any]] = {}  # VectorStore by id
         self.attached: dict[str, dict[str, dict[str, Any]]] = {}  # store -> VectorStoreFile
         self.created_stores: list[dict[str, Any]] = []  # the bodies stores were created with
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.failing: Literal["unreachable", "error"] | None = None
         self.refused: dict[str, str] = {}  # file name -> why its indexing fails
         self.polls_to_index = 1
@@ -77,6 +78,7 @@ class OpenAIFiles:
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
+            self.requests.append((request.method, request.url.path))
             if self.failing == "unreachable":
                 return _Dropped()
             if self.failing == "error":

@@ -3,16 +3,29 @@ linked or owed for deletion, also when turns race or the thread goes meanwhile."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 from chatkit.types import FileAttachment, ThreadMetadata
+from openai import AsyncOpenAI
 from psycopg_pool import AsyncConnectionPool
 
+from tests.live import ScriptedOpenAI, started
+from tests.openai_files import OpenAIFiles
 from workbench.context import RequestContext
+from workbench.documents.hosted_deletions import OpenAIDeletions
 from workbench.documents.hosted_records import HostedRecords, ThreadGoneError
 from workbench.store import PostgresStore
+
+
+@contextlib.contextmanager
+def running_scripted(files: OpenAIFiles) -> Iterator[ScriptedOpenAI]:
+    yield from started(ScriptedOpenAI(routes=files.routes()))
 
 
 def new_id(prefix: str) -> str:
@@ -97,3 +110,30 @@ async def test_another_users_thread_is_none_of_ours(
     assert [d.name for d in await records.documents(alice.user_id, thread_id)] == ["notes.md"]
     assert await records.store_of(bob.user_id, thread_id) is None
     assert await records.documents(bob.user_id, thread_id) == []
+
+
+async def test_two_deletion_workers_send_each_deletion_once(
+    pool: AsyncConnectionPool, alice: RequestContext
+) -> None:
+    files = OpenAIFiles()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running_scripted(files))
+        client = AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
+        records = HostedRecords(pool)
+        owed = []
+        for _ in range(30):
+            uploaded = await client.files.create(file=("a.txt", b"a"), purpose="assistants")
+            with pytest.raises(ThreadGoneError):  # no such attachment: owed at once
+                await records.record_file(uploaded.id, alice.user_id, new_id("atc_"))
+            owed.append(uploaded.id)
+        workers = [OpenAIDeletions(pool, client, first_retry=0.1) for _ in range(2)]
+
+        await asyncio.gather(*(worker.sweep() for worker in workers))
+        await client.close()
+
+    # (The database is the session's: deletions other tests left owed are paid too.)
+    deletes = Counter(path for method, path in files.requests if method == "DELETE")
+    assert {deletes[f"/v1/files/{file_id}"] for file_id in owed} == {1}
+    assert files.files == {}
+    for file_id in owed:
+        assert await links(pool, "openai_files", file_id) == []
