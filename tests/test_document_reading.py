@@ -76,13 +76,16 @@ async def test_bad_files_each_end_with_a_clear_note_and_the_turn_completes(
 ) -> None:  # fmt: skip
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_max_pages=2, documents_max_unpacked_mb=1,
+        documents_max_pages=2, documents_max_unpacked_mb=1, documents_max_mb=1,
     )  # fmt: skip
     three_pages = [(None, f"Page {n} of the long survey: rivers and lakes.") for n in (1, 2, 3)]
     files = {
         "broken.pdf": (documents.corrupt_pdf(), documents.PDF),
         "locked.pdf": (documents.encrypted_pdf("Secret rivers."), documents.PDF),
-        "bomb.docx": (documents.docx_bomb(unpacked_mb=2), documents.DOCX),
+        "bomb.docx": (documents.zip_bomb(documents.docx([("A", "b")]), 2), documents.DOCX),
+        "bomb.xlsx": (documents.zip_bomb(documents.xlsx({"A": [["b"]]}), 3), documents.XLSX),
+        "junk.docx": (b"PK\x03\x04" + bytes(range(256)) * 8, documents.DOCX),
+        "big.txt": (b"rivers " * 200_000, documents.TEXT),
         "empty.txt": (b"", documents.TEXT),
         "survey.pdf": (documents.pdf(three_pages), documents.PDF),
         "scan.pdf": (documents.scanned_pdf(pages=2), documents.PDF),
@@ -91,6 +94,10 @@ async def test_bad_files_each_end_with_a_clear_note_and_the_turn_completes(
         "broken.pdf": "broken.pdf: it is not a readable PDF (corrupt or damaged).",
         "locked.pdf": "locked.pdf: the PDF is encrypted (password-protected).",
         "bomb.docx": "bomb.docx: it unpacks to 2 MiB, more than the 1 MiB allowed (a zip bomb?).",
+        "bomb.xlsx": "bomb.xlsx: it unpacks to 3 MiB, more than the 1 MiB allowed (a zip bomb?).",
+        "junk.docx": "junk.docx: it is not a valid DOCX file (corrupt?).",
+        "big.txt": "big.txt: it is larger than 1 MiB, the most read for search "
+        "(WORKBENCH_DOCUMENTS_MAX_MB).",
         "empty.txt": "empty.txt: the file is empty.",
         "survey.pdf": "Only the first 2 of 3 pages of survey.pdf were read for search "
         "(WORKBENCH_DOCUMENTS_MAX_PAGES).",
@@ -134,12 +141,12 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
 ) -> None:  # fmt: skip
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_memory_mb=128, documents_timeout=1.0, documents_max_pages=100_000,
+        documents_memory_mb=128, documents_timeout=2.0, documents_max_pages=100_000,
     )  # fmt: skip
     files = {
         # 300,000 paragraphs: 120 KiB packed, far more than 128 MiB as a parse tree.
         "huge.docx": (documents.docx_of_size(300_000, "word " * 10), documents.DOCX),
-        # 20,000 pages take seconds to read; the limit is one.
+        # 20,000 pages take ten seconds and more to read; the limit is two.
         "endless.pdf": (documents.long_pdf(20_000, "Lorem ipsum dolor sit amet. " * 30),
                         documents.PDF),
         "fine.md": (documents.markdown([("Fine", "This one reads in no time.")]),
@@ -157,8 +164,8 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
     assert found["huge.docx"]["note"] == "huge.docx: reading it needs more than 128 MiB."
     assert found["endless.pdf"]["status"] == "failed"
     assert found["endless.pdf"]["note"] in {
-        "endless.pdf: reading it took longer than 1 second.",
-        "endless.pdf: reading it took more than 1 second of CPU.",
+        "endless.pdf: reading it took longer than 2 seconds.",
+        "endless.pdf: reading it took more than 2 seconds of CPU.",
     }
     assert (found["fine.md"]["status"], found["fine.md"]["note"]) == ("ready", None)
 

@@ -256,6 +256,8 @@ async def test_every_format_is_read_with_its_pages_and_headings(
     assert set(tasks) == {f"Read {name}" for name in files}
     assert tasks["Read report.pdf"].content == "3 pages, 3 passages indexed."
     assert tasks["Read memo.docx"].content == "2 passages indexed."
+    assert tasks["Read guide.md"].content == "2 passages indexed."
+    assert tasks["Read page.html"].content == "1 passage indexed."
     assert {task.status_indicator for task in tasks.values()} == {"complete"}
     [answer] = messages(items)
     assert "From report.pdf, page 2 — Introduction: The apple harvest" in answer.content[0].text

@@ -49,6 +49,7 @@ from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
 from workbench.text import storable
 from workbench.tools.services import ToolServices
+from workbench.widgets import plural
 
 TOOL_NAME = "search_files"
 ADD_TOOL_NAME = "add_to_search"
@@ -345,8 +346,9 @@ def _pages_so_far(state: DocumentState) -> str:
 def _reading_task(state: DocumentState, *, final: bool) -> tuple[str, str | None, bool]:
     """A reading task's title, content and whether it is done, for ``state``."""
     if state.status == "ready":
-        pages = f"{state.pages} pages, " if state.pages else ""
-        content = f"{pages}{state.chunks} passages indexed. {state.note or ''}"
+        pages = f"{state.pages} {plural(state.pages, 'page')}, " if state.pages else ""
+        passages = f"{state.chunks} {plural(state.chunks, 'passage')}"
+        content = f"{pages}{passages} indexed. {state.note or ''}"
         return f"Read {state.name}", content.strip(), True
     if state.status == "duplicate":
         return f"{state.name} is already among the documents", None, True
