@@ -407,3 +407,41 @@ async def test_a_document_whose_reader_died_is_read_again_from_the_start(
     assert (found["owls.md"]["status"], found["owls.md"]["chunks"]) == ("ready", 1)
     [chunk] = await chunks_of(pool, document_id)
     assert (chunk["seq"], chunk["body"]) == (0, "The barn owl hunts at dusk over the meadow.")
+
+
+async def test_a_search_before_any_page_is_indexed_says_nothing_is_searchable_yet(
+    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
+    pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    settings = provider_settings(
+        database_url, tmp_path / "data", scripted_openai, documents_search_wait=0
+    )
+    scripted_openai.script(responses_step([Text("Hi.")]), title_step("Owls"))
+    with running(LiveServer(settings)) as live:
+        thread_id = (await stream_events(http, live.url, create_thread("Hello")))[0].thread.id
+        attachment = await upload(http, live, "owls.pdf", documents.pdf([(None, "Owls.")]),
+                                  documents.PDF)  # fmt: skip
+    # A reader (of another process, alive: its lease runs) has opened the file, 80 pages,
+    # and indexed nothing yet.
+    document_id = await DocumentLibrary(pool).add_attachment(
+        settings.local_user, thread_id, attachment, "owls.pdf", documents.PDF, "pdf"
+    )
+    await query(
+        pool,
+        "UPDATE documents SET status = 'reading', pages = 80, pages_total = 80, "
+        "lease_until = now() + interval '1 minute' WHERE id = %s RETURNING 1",
+        document_id,
+    )
+    scripted_openai.script(
+        responses_step([search_call("c1", "owls")]), responses_step([Text("Not yet.")])
+    )
+    with running(LiveServer(settings)) as live:
+        no_errors(await stream_events(http, live.url, add_message(thread_id, "Owls?")))
+        delete = {"type": "threads.delete", "params": {"thread_id": thread_id}}
+        assert (await http.post(live.url, json=delete)).status_code == 200
+
+    assert outputs(scripted_openai.streamed[-1])["c1"] == (
+        "No passage matches “owls”. Try other words.\n"
+        "Note: owls.pdf is still being read; none of it can be searched yet. "
+        "Search again in a moment."
+    )

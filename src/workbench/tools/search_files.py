@@ -376,8 +376,14 @@ def _listing(
 
 
 def _note(state: DocumentState) -> str | None:
+    if state.reading and not state.searchable:
+        return (
+            f"Note: {state.name} is still being read; none of it can be searched yet. "
+            "Search again in a moment."
+        )
     if state.reading:
-        so_far = f"pages 1–{state.pages_done} of {state.pages}" if state.pages else "part of it"
+        paged = state.pages and state.pages_done
+        so_far = f"pages 1–{state.pages_done} of {state.pages}" if paged else "part of it"
         return (
             f"Note: {state.name} is still being read; {so_far} can be searched so far. "
             "Search again later for the rest."
