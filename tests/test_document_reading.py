@@ -1,15 +1,12 @@
 """Reading documents in the background, over HTTP: bad and hostile files end as failed
 documents with a note (the turn completes, the server stays up), a document still being read
 is searched as far as it is, the same bytes are read once, many documents at once are each
-read exactly once, workspace files join with ``add_to_search``, deletion takes the documents
-with it, and a reader that died is replaced."""
+read exactly once, deletion takes the documents with it, and a reader that died is
+replaced."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,22 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests import documents
+from tests.document_steps import (
+    attaching,
+    chunks_of,
+    healthy,
+    no_errors,
+    outputs,
+    query,
+    reader_errors,
+    reading_tasks,
+    scripted_server,
+    search_call,
+    settled,
+    thread_documents,
+    until,
+    upload,
+)
 from tests.live import (
     LiveServer,
     ScriptedOpenAI,
@@ -30,42 +43,10 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from tests.test_document_search import (
-    READ_WITHIN,
-    attaching,
-    chunks_of,
-    no_errors,
-    outputs,
-    query,
-    reading_tasks,
-    search_call,
-    settled,
-    thread_documents,
-    upload,
-)
-from workbench.agent.response_events import FunctionCall, Text
+from workbench.agent.response_events import Text
 from workbench.config import Settings
 from workbench.documents.chunks import Chunk
 from workbench.documents.library import Claimed, DocumentLibrary
-
-
-def scripted_server(
-    database_url: str, data_dir: Path, scripted: ScriptedOpenAI, **overrides: Any
-) -> LiveServer:
-    return LiveServer(provider_settings(database_url, data_dir, scripted, **overrides))
-
-
-async def healthy(http: httpx.AsyncClient, live: LiveServer) -> None:
-    response = await http.get(live.base + "/healthz")
-    assert response.status_code == 200, response.text
-
-
-def reader_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage() for r in caplog.records
-        if r.name.startswith("workbench.documents") and r.levelno >= logging.ERROR
-    ]  # fmt: skip
-
 
 # -- bad files ------------------------------------------------------------------------------
 
@@ -171,15 +152,6 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
 
 
 # -- searching while reading; deleting -----------------------------------------------------
-
-
-async def until(check: Any, within: float = READ_WITHIN) -> Any:
-    """Poll ``check`` (async, returning a value or None) until it returns a value."""
-    deadline = time.monotonic() + within
-    while (value := await check()) is None:
-        assert time.monotonic() < deadline, f"condition not met within {within:g} s"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_stops_it(
@@ -316,57 +288,6 @@ async def test_ten_documents_at_once_are_each_read_exactly_once_by_two_servers(
         assert [r["seq"] for r in rows] == list(range(document["chunks"])) != []
         assert len({r["body"] for r in rows}) == len(rows)  # nothing indexed twice
     assert reader_errors(caplog) == []
-
-
-# -- workspace files ------------------------------------------------------------------------
-
-
-async def test_add_to_search_reads_a_workspace_file_and_refuses_what_it_cannot(
-    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
-    pool: AsyncConnectionPool,
-) -> None:  # fmt: skip
-    scripted_openai.script(responses_step([Text("Hello.")]), title_step("Plan"))
-    events = await stream_events(http, provider.url, create_thread("Start"))
-    thread_id = events[0].thread.id
-    workspace = provider.workbench.workspaces.ensure(provider.settings.local_user, thread_id)
-    (workspace / "notes").mkdir()
-    # No upload check stands between the kernel and the workspace: NUL can be anywhere.
-    plan = "# Plan\n\nThe bridge\x00 opens on Monday at noon.\n"
-    (workspace / "notes" / "plan.md").write_text(plan)
-    (workspace / "link.md").symlink_to("notes/plan.md")
-    (workspace / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    refused = {
-        "link.md": "'link.md' is a symbolic link (to 'notes/plan.md'); the file tools never "
-        "follow links. Use the path it points to if that is inside the workspace.",
-        "missing.md": "No such file: 'missing.md'.",
-        "picture.png": "'picture.png' is not a document search_files can read: PDF, DOCX, PPTX, "
-        "XLSX, CSV, HTML, Markdown and text files can be added.",
-        "../escape.md": "'../escape.md': '..' is not allowed; paths stay inside this "
-        "conversation's workspace.",
-    }
-    scripted_openai.script(
-        responses_step([
-            FunctionCall("add_to_search", json.dumps({"path": path}), call_id=f"a{n}")
-            for n, path in enumerate(["notes/plan.md", *refused])
-        ]),
-        responses_step([search_call("s1", "bridge opens")]),
-        responses_step([Text("Monday [1].")]),
-    )  # fmt: skip
-    no_errors(await stream_events(http, provider.url, add_message(thread_id, "Add them")))
-
-    added = outputs(scripted_openai.streamed[-2])
-    assert added["a0"] == (
-        "Added notes/plan.md to the documents: it is being read; search it with search_files."
-    )
-    assert [added[f"a{n}"] for n in range(1, len(refused) + 1)] == list(refused.values())
-    assert (
-        "[1] plan.md — Plan\nThe bridge\ufffd opens on Monday at noon."
-        in (outputs(scripted_openai.streamed[-1])["s1"])
-    )
-    found = await settled(pool, thread_id)
-    assert {n: d["status"] for n, d in found.items()} == {"plan.md": "ready"}
-    [chunk] = await chunks_of(pool, found["plan.md"]["id"])
-    assert "\x00" not in chunk["body"]
 
 
 # -- a reader that died ---------------------------------------------------------------------
