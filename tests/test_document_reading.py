@@ -7,6 +7,7 @@ replaced."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +159,11 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
     database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
     pool: AsyncConnectionPool, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, "workbench.documents")
     pages = 8_000  # seconds of reading; the test needs it to last a moment only
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_search_wait=0, documents_max_pages=pages,
+        documents_search_wait=0.5, documents_max_pages=pages,
     )  # fmt: skip
     book = documents.long_pdf(pages, "The lighthouse keeper counts the ships every evening. " * 20)
     scripted_openai.script(responses_step([Text("Got it.")]), title_step("Book"))
@@ -180,8 +182,10 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
             responses_step([search_call("c1", "lighthouse keeper")]),
             responses_step([Text("It is about a keeper [1].")]),
         )
-        no_errors(await stream_events(http, live.url, add_message(thread_id, "What is it?")))
+        second = await stream_events(http, live.url, add_message(thread_id, "What is it?"))
+        no_errors(second)
         given = outputs(scripted_openai.streamed[-1])["c1"]
+        reading = reading_tasks(await list_items(http, live.url, thread_id))
         document = (await thread_documents(pool, thread_id))["book.pdf"]
         assert document["status"] == "reading", (
             "the book was read before the search: make it longer"
@@ -194,7 +198,7 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
         async def let_go() -> bool | None:
             return True if not any(scratch.iterdir()) else None
 
-        await until(let_go)  # the reader dropped its copy: it stopped reading
+        await until(let_go)  # the reader dropped its copy
 
     [note] = [line for line in given.splitlines() if line.startswith("Note: ")]
     so_far = int(note.split("pages 1–")[1].split(" ")[0])
@@ -207,6 +211,19 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
     assert await thread_documents(pool, thread_id) == {}
     assert await query(pool, "SELECT 1 FROM document_chunks WHERE thread_id = %s", thread_id) == []
     assert reader_errors(caplog) == []
+    assert any("was deleted while being read" in r.getMessage() for r in caplog.records)
+    # While the search waited, its task showed how far the reading was.
+    progress = {
+        e.update.task.title
+        for e in second
+        if e.type == "thread.item.updated" and hasattr(e.update, "task")
+    }
+    assert any(title.startswith("Reading book.pdf — page ") for title in progress), progress
+    # The first turn ended long before the book: its task says reading goes on.
+    [task] = reading.values()
+    assert task.title.startswith("Reading book.pdf")
+    assert task.title.endswith("(continues in the background)")
+    assert task.status_indicator == "none"
 
 
 # -- the same bytes once; many at once -------------------------------------------------------
