@@ -31,7 +31,10 @@ CREATE TABLE documents (
     CHECK ((attachment_id IS NULL) <> (path IS NULL))
 );
 CREATE INDEX documents_by_thread ON documents (thread_id, owner);
-CREATE INDEX documents_to_read ON documents (created_at) WHERE status IN ('queued', 'reading');
+-- What a reader's claim looks for, and only that: the claim is a look at this index, however
+-- many documents are read already.
+CREATE INDEX documents_to_read ON documents (created_at)
+    WHERE status IN ('queued', 'reading') OR (status = 'duplicate' AND same_as IS NULL);
 CREATE UNIQUE INDEX documents_one_per_attachment ON documents (thread_id, attachment_id);
 CREATE UNIQUE INDEX documents_one_per_path ON documents (thread_id, path);
 CREATE UNIQUE INDEX documents_same_bytes_once ON documents (thread_id, sha256);

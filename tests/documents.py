@@ -128,13 +128,13 @@ def docx(sections: Sequence[tuple[str, str]], table: Sequence[Sequence[str]] = (
     return out.getvalue()
 
 
-def docx_bomb(unpacked_mb: int) -> bytes:
-    """A real DOCX with one more member that is small packed and ``unpacked_mb`` MiB unpacked
-    (zeros compress a thousandfold): a zip bomb, still a few kilobytes."""
-    out = io.BytesIO(docx([("Harmless", "Nothing to see here.")]))
+def zip_bomb(office_file: bytes, unpacked_mb: int) -> bytes:
+    """A real DOCX/PPTX/XLSX with one more member, small packed and ``unpacked_mb`` MiB
+    unpacked (zeros compress a thousandfold): a zip bomb, still a few kilobytes."""
+    out = io.BytesIO(office_file)
     with (
         zipfile.ZipFile(out, "a", compression=zipfile.ZIP_DEFLATED) as archive,
-        archive.open("word/media/padding.bin", "w", force_zip64=True) as member,
+        archive.open("media/padding.bin", "w", force_zip64=True) as member,
     ):
         for _ in range(unpacked_mb):
             member.write(bytes(2**20))

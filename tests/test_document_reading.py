@@ -1,15 +1,13 @@
 """Reading documents in the background, over HTTP: bad and hostile files end as failed
 documents with a note (the turn completes, the server stays up), a document still being read
 is searched as far as it is, the same bytes are read once, many documents at once are each
-read exactly once, workspace files join with ``add_to_search``, deletion takes the documents
-with it, and a reader that died is replaced."""
+read exactly once, deletion takes the documents with it, and a reader that died is
+replaced."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,22 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests import documents
+from tests.document_steps import (
+    attaching,
+    chunks_of,
+    healthy,
+    no_errors,
+    outputs,
+    query,
+    reader_errors,
+    reading_tasks,
+    scripted_server,
+    search_call,
+    settled,
+    thread_documents,
+    until,
+    upload,
+)
 from tests.live import (
     LiveServer,
     ScriptedOpenAI,
@@ -30,42 +44,10 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from tests.test_document_search import (
-    READ_WITHIN,
-    attaching,
-    chunks_of,
-    no_errors,
-    outputs,
-    query,
-    reading_tasks,
-    search_call,
-    settled,
-    thread_documents,
-    upload,
-)
-from workbench.agent.response_events import FunctionCall, Text
+from workbench.agent.response_events import Text
 from workbench.config import Settings
 from workbench.documents.chunks import Chunk
 from workbench.documents.library import Claimed, DocumentLibrary
-
-
-def scripted_server(
-    database_url: str, data_dir: Path, scripted: ScriptedOpenAI, **overrides: Any
-) -> LiveServer:
-    return LiveServer(provider_settings(database_url, data_dir, scripted, **overrides))
-
-
-async def healthy(http: httpx.AsyncClient, live: LiveServer) -> None:
-    response = await http.get(live.base + "/healthz")
-    assert response.status_code == 200, response.text
-
-
-def reader_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage() for r in caplog.records
-        if r.name.startswith("workbench.documents") and r.levelno >= logging.ERROR
-    ]  # fmt: skip
-
 
 # -- bad files ------------------------------------------------------------------------------
 
@@ -76,13 +58,16 @@ async def test_bad_files_each_end_with_a_clear_note_and_the_turn_completes(
 ) -> None:  # fmt: skip
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_max_pages=2, documents_max_unpacked_mb=1,
+        documents_max_pages=2, documents_max_unpacked_mb=1, documents_max_mb=1,
     )  # fmt: skip
     three_pages = [(None, f"Page {n} of the long survey: rivers and lakes.") for n in (1, 2, 3)]
     files = {
         "broken.pdf": (documents.corrupt_pdf(), documents.PDF),
         "locked.pdf": (documents.encrypted_pdf("Secret rivers."), documents.PDF),
-        "bomb.docx": (documents.docx_bomb(unpacked_mb=2), documents.DOCX),
+        "bomb.docx": (documents.zip_bomb(documents.docx([("A", "b")]), 2), documents.DOCX),
+        "bomb.xlsx": (documents.zip_bomb(documents.xlsx({"A": [["b"]]}), 3), documents.XLSX),
+        "junk.docx": (b"PK\x03\x04" + bytes(range(256)) * 8, documents.DOCX),
+        "big.txt": (b"rivers " * 200_000, documents.TEXT),
         "empty.txt": (b"", documents.TEXT),
         "survey.pdf": (documents.pdf(three_pages), documents.PDF),
         "scan.pdf": (documents.scanned_pdf(pages=2), documents.PDF),
@@ -91,6 +76,10 @@ async def test_bad_files_each_end_with_a_clear_note_and_the_turn_completes(
         "broken.pdf": "broken.pdf: it is not a readable PDF (corrupt or damaged).",
         "locked.pdf": "locked.pdf: the PDF is encrypted (password-protected).",
         "bomb.docx": "bomb.docx: it unpacks to 2 MiB, more than the 1 MiB allowed (a zip bomb?).",
+        "bomb.xlsx": "bomb.xlsx: it unpacks to 3 MiB, more than the 1 MiB allowed (a zip bomb?).",
+        "junk.docx": "junk.docx: it is not a valid DOCX file (corrupt?).",
+        "big.txt": "big.txt: it is larger than 1 MiB, the most read for search "
+        "(WORKBENCH_DOCUMENTS_MAX_MB).",
         "empty.txt": "empty.txt: the file is empty.",
         "survey.pdf": "Only the first 2 of 3 pages of survey.pdf were read for search "
         "(WORKBENCH_DOCUMENTS_MAX_PAGES).",
@@ -134,12 +123,12 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
 ) -> None:  # fmt: skip
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_memory_mb=128, documents_timeout=1.0, documents_max_pages=100_000,
+        documents_memory_mb=128, documents_timeout=2.0, documents_max_pages=100_000,
     )  # fmt: skip
     files = {
         # 300,000 paragraphs: 120 KiB packed, far more than 128 MiB as a parse tree.
         "huge.docx": (documents.docx_of_size(300_000, "word " * 10), documents.DOCX),
-        # 20,000 pages take seconds to read; the limit is one.
+        # 20,000 pages take ten seconds and more to read; the limit is two.
         "endless.pdf": (documents.long_pdf(20_000, "Lorem ipsum dolor sit amet. " * 30),
                         documents.PDF),
         "fine.md": (documents.markdown([("Fine", "This one reads in no time.")]),
@@ -157,8 +146,8 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
     assert found["huge.docx"]["note"] == "huge.docx: reading it needs more than 128 MiB."
     assert found["endless.pdf"]["status"] == "failed"
     assert found["endless.pdf"]["note"] in {
-        "endless.pdf: reading it took longer than 1 second.",
-        "endless.pdf: reading it took more than 1 second of CPU.",
+        "endless.pdf: reading it took longer than 2 seconds.",
+        "endless.pdf: reading it took more than 2 seconds of CPU.",
     }
     assert (found["fine.md"]["status"], found["fine.md"]["note"]) == ("ready", None)
 
@@ -166,23 +155,15 @@ async def test_a_file_beyond_the_memory_or_time_limit_fails_and_the_server_stays
 # -- searching while reading; deleting -----------------------------------------------------
 
 
-async def until(check: Any, within: float = READ_WITHIN) -> Any:
-    """Poll ``check`` (async, returning a value or None) until it returns a value."""
-    deadline = time.monotonic() + within
-    while (value := await check()) is None:
-        assert time.monotonic() < deadline, f"condition not met within {within:g} s"
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_stops_it(
     database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
     pool: AsyncConnectionPool, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, "workbench.documents")
     pages = 8_000  # seconds of reading; the test needs it to last a moment only
     server = scripted_server(
         database_url, tmp_path / "data", scripted_openai,
-        documents_search_wait=0, documents_max_pages=pages,
+        documents_search_wait=0.5, documents_max_pages=pages,
     )  # fmt: skip
     book = documents.long_pdf(pages, "The lighthouse keeper counts the ships every evening. " * 20)
     scripted_openai.script(responses_step([Text("Got it.")]), title_step("Book"))
@@ -201,8 +182,10 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
             responses_step([search_call("c1", "lighthouse keeper")]),
             responses_step([Text("It is about a keeper [1].")]),
         )
-        no_errors(await stream_events(http, live.url, add_message(thread_id, "What is it?")))
+        second = await stream_events(http, live.url, add_message(thread_id, "What is it?"))
+        no_errors(second)
         given = outputs(scripted_openai.streamed[-1])["c1"]
+        reading = reading_tasks(await list_items(http, live.url, thread_id))
         document = (await thread_documents(pool, thread_id))["book.pdf"]
         assert document["status"] == "reading", (
             "the book was read before the search: make it longer"
@@ -215,7 +198,7 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
         async def let_go() -> bool | None:
             return True if not any(scratch.iterdir()) else None
 
-        await until(let_go)  # the reader dropped its copy: it stopped reading
+        await until(let_go)  # the reader dropped its copy
 
     [note] = [line for line in given.splitlines() if line.startswith("Note: ")]
     so_far = int(note.split("pages 1–")[1].split(" ")[0])
@@ -228,6 +211,19 @@ async def test_a_second_turn_searches_a_document_still_being_read_and_deleting_s
     assert await thread_documents(pool, thread_id) == {}
     assert await query(pool, "SELECT 1 FROM document_chunks WHERE thread_id = %s", thread_id) == []
     assert reader_errors(caplog) == []
+    assert any("was deleted while being read" in r.getMessage() for r in caplog.records)
+    # While the search waited, its task showed how far the reading was.
+    progress = {
+        e.update.task.title
+        for e in second
+        if e.type == "thread.item.updated" and hasattr(e.update, "task")
+    }
+    assert any(title.startswith("Reading book.pdf — page ") for title in progress), progress
+    # The first turn ended long before the book: its task says reading goes on.
+    [task] = reading.values()
+    assert task.title.startswith("Reading book.pdf")
+    assert task.title.endswith("(continues in the background)")
+    assert task.status_indicator == "none"
 
 
 # -- the same bytes once; many at once -------------------------------------------------------
@@ -311,57 +307,6 @@ async def test_ten_documents_at_once_are_each_read_exactly_once_by_two_servers(
     assert reader_errors(caplog) == []
 
 
-# -- workspace files ------------------------------------------------------------------------
-
-
-async def test_add_to_search_reads_a_workspace_file_and_refuses_what_it_cannot(
-    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
-    pool: AsyncConnectionPool,
-) -> None:  # fmt: skip
-    scripted_openai.script(responses_step([Text("Hello.")]), title_step("Plan"))
-    events = await stream_events(http, provider.url, create_thread("Start"))
-    thread_id = events[0].thread.id
-    workspace = provider.workbench.workspaces.ensure(provider.settings.local_user, thread_id)
-    (workspace / "notes").mkdir()
-    # No upload check stands between the kernel and the workspace: NUL can be anywhere.
-    plan = "# Plan\n\nThe bridge\x00 opens on Monday at noon.\n"
-    (workspace / "notes" / "plan.md").write_text(plan)
-    (workspace / "link.md").symlink_to("notes/plan.md")
-    (workspace / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    refused = {
-        "link.md": "'link.md' is a symbolic link (to 'notes/plan.md'); the file tools never "
-        "follow links. Use the path it points to if that is inside the workspace.",
-        "missing.md": "No such file: 'missing.md'.",
-        "picture.png": "'picture.png' is not a document search_files can read: PDF, DOCX, PPTX, "
-        "XLSX, CSV, HTML, Markdown and text files can be added.",
-        "../escape.md": "'../escape.md': '..' is not allowed; paths stay inside this "
-        "conversation's workspace.",
-    }
-    scripted_openai.script(
-        responses_step([
-            FunctionCall("add_to_search", json.dumps({"path": path}), call_id=f"a{n}")
-            for n, path in enumerate(["notes/plan.md", *refused])
-        ]),
-        responses_step([search_call("s1", "bridge opens")]),
-        responses_step([Text("Monday [1].")]),
-    )  # fmt: skip
-    no_errors(await stream_events(http, provider.url, add_message(thread_id, "Add them")))
-
-    added = outputs(scripted_openai.streamed[-2])
-    assert added["a0"] == (
-        "Added notes/plan.md to the documents: it is being read; search it with search_files."
-    )
-    assert [added[f"a{n}"] for n in range(1, len(refused) + 1)] == list(refused.values())
-    assert (
-        "[1] plan.md — Plan\nThe bridge\ufffd opens on Monday at noon."
-        in (outputs(scripted_openai.streamed[-1])["s1"])
-    )
-    found = await settled(pool, thread_id)
-    assert {n: d["status"] for n, d in found.items()} == {"plan.md": "ready"}
-    [chunk] = await chunks_of(pool, found["plan.md"]["id"])
-    assert "\x00" not in chunk["body"]
-
-
 # -- a reader that died ---------------------------------------------------------------------
 
 
@@ -400,3 +345,41 @@ async def test_a_document_whose_reader_died_is_read_again_from_the_start(
     assert (found["owls.md"]["status"], found["owls.md"]["chunks"]) == ("ready", 1)
     [chunk] = await chunks_of(pool, document_id)
     assert (chunk["seq"], chunk["body"]) == (0, "The barn owl hunts at dusk over the meadow.")
+
+
+async def test_a_search_before_any_page_is_indexed_says_nothing_is_searchable_yet(
+    database_url: str, tmp_path: Path, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
+    pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    settings = provider_settings(
+        database_url, tmp_path / "data", scripted_openai, documents_search_wait=0
+    )
+    scripted_openai.script(responses_step([Text("Hi.")]), title_step("Owls"))
+    with running(LiveServer(settings)) as live:
+        thread_id = (await stream_events(http, live.url, create_thread("Hello")))[0].thread.id
+        attachment = await upload(http, live, "owls.pdf", documents.pdf([(None, "Owls.")]),
+                                  documents.PDF)  # fmt: skip
+    # A reader (of another process, alive: its lease runs) has opened the file, 80 pages,
+    # and indexed nothing yet.
+    document_id = await DocumentLibrary(pool).add_attachment(
+        settings.local_user, thread_id, attachment, "owls.pdf", documents.PDF, "pdf"
+    )
+    await query(
+        pool,
+        "UPDATE documents SET status = 'reading', pages = 80, pages_total = 80, "
+        "lease_until = now() + interval '1 minute' WHERE id = %s RETURNING 1",
+        document_id,
+    )
+    scripted_openai.script(
+        responses_step([search_call("c1", "owls")]), responses_step([Text("Not yet.")])
+    )
+    with running(LiveServer(settings)) as live:
+        no_errors(await stream_events(http, live.url, add_message(thread_id, "Owls?")))
+        delete = {"type": "threads.delete", "params": {"thread_id": thread_id}}
+        assert (await http.post(live.url, json=delete)).status_code == 200
+
+    assert outputs(scripted_openai.streamed[-1])["c1"] == (
+        "No passage matches “owls”. Try other words.\n"
+        "Note: owls.pdf is still being read; none of it can be searched yet. "
+        "Search again in a moment."
+    )

@@ -23,7 +23,7 @@ from tests.live import (
     workflow_tasks,
 )
 from tests.test_cancellation import eventually, read_until
-from tests.test_tool_seam import LOCAL_TOOLS
+from tests.test_tool_seam import DOCUMENTS, LOCAL_TOOLS
 from workbench.agent.response_events import Text, WebSearch
 from workbench.tools.web_search import SOURCES_INCLUDE
 
@@ -184,7 +184,7 @@ async def test_the_request_offers_web_search_as_configured(
 
     sent = scripted_openai.streamed[-1]["tools"]
     assert [tool.get("name") or tool["type"] for tool in sent] == ids == [
-        *LOCAL_TOOLS, "web_search", "image_generation",
+        *LOCAL_TOOLS, "web_search", "image_generation", *DOCUMENTS,
     ]  # fmt: skip
     [search] = [tool for tool in sent if tool["type"] == "web_search"]
     assert search["search_context_size"] == "high"

@@ -59,6 +59,7 @@ class DocumentIndexer:
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._warm: asyncio.Task[object] | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._scratch.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,10 @@ class DocumentIndexer:
         self._wake.set()
 
     async def close(self) -> None:
+        # A flag as well as the cancellation: psycopg_pool can swallow a cancellation that
+        # arrives as it hands over a connection, and the reader would then read on forever.
+        self._closing = True
+        self._wake.set()
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
@@ -83,19 +88,25 @@ class DocumentIndexer:
             await self._warm
 
     async def _work(self) -> None:
-        while True:
+        while not self._closing:
+            # Cleared before the look, not after: a wake() during the look is not lost.
+            self._wake.clear()
             try:
                 claimed = await self.library.claim()
             except Exception:
                 logger.exception("claiming a document to read failed; will try again")
                 claimed = None
             if claimed is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), _IDLE_POLL)
                 continue
+            if self._closing:
+                return  # claimed as we were closing: its lease runs out, another reads it
             self._wake.set()  # there may be more: let another reader look too
-            await self.index(claimed)
+            try:
+                await self.index(claimed)
+            except Exception:  # recording the outcome failed (Postgres away): keep reading
+                logger.exception("recording document %s failed; its lease runs out", claimed.id)
 
     async def index(self, claimed: Claimed) -> None:
         """Read and index one claimed document; never raises but for cancellation."""

@@ -49,6 +49,7 @@ from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
 from workbench.text import storable
 from workbench.tools.services import ToolServices
+from workbench.widgets import plural
 
 TOOL_NAME = "search_files"
 ADD_TOOL_NAME = "add_to_search"
@@ -351,8 +352,9 @@ def _pages_so_far(state: DocumentState) -> str:
 def _reading_task(state: DocumentState, *, final: bool) -> tuple[str, str | None, bool]:
     """A reading task's title, content and whether it is done, for ``state``."""
     if state.status == "ready":
-        pages = f"{state.pages} pages, " if state.pages else ""
-        content = f"{pages}{state.chunks} passages indexed. {state.note or ''}"
+        pages = f"{state.pages} {plural(state.pages, 'page')}, " if state.pages else ""
+        passages = f"{state.chunks} {plural(state.chunks, 'passage')}"
+        content = f"{pages}{passages} indexed. {state.note or ''}"
         return f"Read {state.name}", content.strip(), True
     if state.status == "duplicate":
         return f"{state.name} is already among the documents", None, True
@@ -380,8 +382,14 @@ def _listing(
 
 
 def _note(state: DocumentState) -> str | None:
+    if state.reading and not state.searchable:
+        return (
+            f"Note: {state.name} is still being read; none of it can be searched yet. "
+            "Search again in a moment."
+        )
     if state.reading:
-        so_far = f"pages 1–{state.pages_done} of {state.pages}" if state.pages else "part of it"
+        paged = state.pages and state.pages_done
+        so_far = f"pages 1–{state.pages_done} of {state.pages}" if paged else "part of it"
         return (
             f"Note: {state.name} is still being read; {so_far} can be searched so far. "
             "Search again later for the rest."
