@@ -39,9 +39,11 @@ from chatkit.types import (
     UserMessageItem,
 )
 
+from workbench.documents.embeddings import DocumentEmbedder, start_embedder
 from workbench.documents.formats import kind_of
 from workbench.documents.indexer import DocumentIndexer
 from workbench.documents.library import DocumentLibrary, DocumentState
+from workbench.documents.ranking import VectorSearch
 from workbench.documents.search import Passage, Scope, search_passages
 from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
@@ -73,7 +75,8 @@ def plugins(services: ToolServices) -> list[ToolPlugin]:
     library = DocumentLibrary(services.pool)
     indexer = DocumentIndexer(library, services.blobs, services.workspaces, services.settings)
     indexer.start()
-    return [SearchFilesTool(indexer, services), AddToSearchTool(indexer, services)]
+    embedder = start_embedder(services.pool, services.settings)
+    return [SearchFilesTool(indexer, services, embedder), AddToSearchTool(indexer, services)]
 
 
 @dataclass
@@ -88,11 +91,18 @@ class SearchFilesTool(ToolPlugin):
     id = TOOL_NAME
     instructions = _INSTRUCTIONS
 
-    def __init__(self, indexer: DocumentIndexer, services: ToolServices) -> None:
+    def __init__(
+        self, indexer: DocumentIndexer, services: ToolServices,
+        embedder: DocumentEmbedder | None = None,
+    ) -> None:  # fmt: skip
         self._indexer = indexer
         self._library = indexer.library
         self._settings = services.settings
         self._signer = services.signer
+        self._embedder = embedder
+        self._semantic = None if embedder is None else VectorSearch(
+            embedder.client, embedder.ready, services.settings.embeddings_query_timeout
+        )  # fmt: skip
 
     def tool(self) -> FunctionTool:
         @function_tool(name_override=TOOL_NAME, description_override=_DESCRIPTION)
@@ -121,6 +131,8 @@ class SearchFilesTool(ToolPlugin):
 
     async def aclose(self) -> None:
         await self._indexer.close()
+        if self._embedder is not None:
+            await self._embedder.close()
 
     # -- the documents a message brings ---------------------------------------------------
 
@@ -230,7 +242,7 @@ class SearchFilesTool(ToolPlugin):
         chosen = await self._wait_for(turn, task, chosen)
         scope = Scope(owner, thread_id, [d.same_as or d.id for d in chosen] if file else None)
         found = await search_passages(
-            self._library.pool, scope, query, self._settings.search_results
+            self._library.pool, scope, query, self._settings.search_results, self._semantic
         )
         sources = [_source(passage) for passage in found]
         numbers = turn.cite(sources)
