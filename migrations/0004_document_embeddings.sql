@@ -7,11 +7,13 @@
 -- This migration calls it once; a server with embeddings configured calls it again as it
 -- starts, so pgvector installed after this migration ran is taken up too.
 --
--- `document_embeddings` has at most one row per chunk: the embedding of `model` (with the
--- `dimensions` asked for, NULL for the model's own). A row of another model or dimensions is
--- stale and is embedded again in the background; a row without an embedding is claimed by an
--- embedder until `lease_until` (`claim` names the claim, so a late writer whose lease ran out
--- writes nothing).
+-- `document_embeddings` has one row per chunk, added with the chunk (a statement trigger,
+-- so a COPY of many chunks adds their rows in one go): the work list of the embedders, found
+-- by index. A row without an embedding is waiting, or claimed by an embedder until
+-- `lease_until` (`claim` names the claim, so a late writer whose lease ran out writes
+-- nothing). A row with one holds the embedding of `model` with the `dimensions` asked for
+-- (NULL: the model's own); of another model or dimensions than the configured ones, it is
+-- stale and embedded again in the background.
 
 CREATE FUNCTION workbench_enable_vector_search() RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -36,15 +38,39 @@ BEGIN
     CREATE TABLE document_embeddings (
         document_id text NOT NULL,
         seq         integer NOT NULL,
-        model       text NOT NULL,
+        owner       text NOT NULL,  -- the chunk's: a search is scoped on this table alone
+        thread_id   text NOT NULL,
+        model       text,
         dimensions  integer,
         embedding   vector,
         lease_until timestamptz,
         claim       text,
         PRIMARY KEY (document_id, seq),
         FOREIGN KEY (document_id, seq) REFERENCES document_chunks (document_id, seq)
-            ON DELETE CASCADE
+            ON DELETE CASCADE,
+        CHECK (embedding IS NULL OR model IS NOT NULL)
     );
+    CREATE INDEX document_embeddings_waiting ON document_embeddings (document_id DESC, seq)
+        WHERE embedding IS NULL;
+    -- Stale rows are found as the two ranges around the configured (model, dimensions).
+    CREATE INDEX document_embeddings_by_model
+        ON document_embeddings (model, (coalesce(dimensions, 0)));
+    CREATE INDEX document_embeddings_by_thread ON document_embeddings (thread_id, owner);
+    CREATE OR REPLACE FUNCTION workbench_chunks_to_embed() RETURNS trigger
+    LANGUAGE plpgsql AS $trigger$
+    BEGIN
+        INSERT INTO document_embeddings (document_id, seq, owner, thread_id)
+        SELECT document_id, seq, owner, thread_id FROM added;
+        RETURN NULL;
+    END;
+    $trigger$;
+    DROP TRIGGER IF EXISTS document_chunks_to_embed ON document_chunks;
+    CREATE TRIGGER document_chunks_to_embed AFTER INSERT ON document_chunks
+        REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION workbench_chunks_to_embed();
+    -- After the trigger, which locks out new chunks meanwhile: each chunk gets its row once.
+    INSERT INTO document_embeddings (document_id, seq, owner, thread_id)
+    SELECT document_id, seq, owner, thread_id FROM document_chunks;
     RETURN true;
 END;
 $$;

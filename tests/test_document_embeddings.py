@@ -10,10 +10,9 @@ dimension, so a paraphrase sharing no word with its passage is still near it.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
-import os
-import sys
 import tempfile
 import time
 import zlib
@@ -44,6 +43,7 @@ from tests.postgres_server import throwaway_database
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.context import RequestContext
+from workbench.doctor import doctor
 from workbench.documents.chunks import Chunk
 from workbench.documents.embeddings import (
     FULL_TEXT_ALONE,
@@ -338,28 +338,22 @@ async def test_without_the_vector_extension_search_is_full_text_alone(
     ]
 
 
-async def doctor(**env: str) -> str:
-    keep = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workbench", "doctor", env={**keep, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return output.decode()
+async def doctor_says(database_url: str, data_dir: Path, **settings: Any) -> str:
+    out = io.StringIO()
+    await doctor(Settings(database_url=database_url, data_dir=data_dir, _env_file=None,
+                          **settings), out)  # fmt: skip
+    return out.getvalue()
 
 
 async def test_doctor_says_which_ranking_search_uses(
     database_url: str, vector_url: str, scripted: ScriptedOpenAI, tmp_path: Path
 ) -> None:
-    model = {"WORKBENCH_EMBEDDINGS_MODEL": "embed-test",
-             "WORKBENCH_EMBEDDINGS_BASE_URL": scripted.base_url}  # fmt: skip
-    plain, hybrid, unset = await asyncio.gather(
-        doctor(DATABASE_URL=database_url, WORKBENCH_DATA_DIR=str(tmp_path), **model),
-        doctor(DATABASE_URL=vector_url, WORKBENCH_DATA_DIR=str(tmp_path), **model),
-        doctor(DATABASE_URL=vector_url, WORKBENCH_DATA_DIR=str(tmp_path)),
-    )
+    model = {"embeddings_model": "embed-test", "embeddings_base_url": scripted.base_url}
+    plain = await doctor_says(database_url, tmp_path, **model)
+    hybrid = await doctor_says(vector_url, tmp_path, **model)
+    unset = await doctor_says(vector_url, tmp_path)
     scripted.embeddings.failures = [500] * 10
-    failing = await doctor(DATABASE_URL=vector_url, WORKBENCH_DATA_DIR=str(tmp_path), **model)
+    failing = await doctor_says(vector_url, tmp_path, **model)
 
     answers = f"[ok] embeddings: embed-test at {scripted.base_url}/ answers (64 dimensions)"
     assert answers in plain and f"[WARNING] {FULL_TEXT_ALONE}" in plain
@@ -370,6 +364,7 @@ async def test_doctor_says_which_ranking_search_uses(
     assert "embeddings" not in unset.replace("WORKBENCH_EMBEDDINGS_MODEL", "")
     assert "[PROBLEM] embeddings: embed-test at" in failing
     assert "answered HTTP 500: scripted failure 500" in failing
+    assert len(scripted.embeddings.calls) == 3  # one try each: a doctor does not retry
 
 
 # -- the background embedder ---------------------------------------------------------------------
@@ -480,13 +475,22 @@ async def test_search_ranks_by_full_text_while_embeddings_fail_then_by_meaning_a
 
 
 async def test_a_vector_extension_installed_later_is_taken_up(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI
+    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
 ) -> None:
+    """As if migration 0004 ran before pgvector was installed: chunks indexed meanwhile are
+    embedded once the server (starting with an embeddings model) creates the table."""
     async with vector_pool.connection() as conn:
+        await conn.execute("DROP TRIGGER document_chunks_to_embed ON document_chunks")
         await conn.execute("DROP TABLE document_embeddings")
         await conn.execute("DROP EXTENSION vector")
         assert await vector_support(conn) == "available"
+    thread_id = await new_thread(vector_pool, alice)
+    await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
     async with embedding(vector_pool, embeddings_settings(scripted)) as embedder:
         assert await embedder.ready()
+        await until_embedded(vector_pool)
+        found = await search_passages(vector_pool, Scope(alice.user_id, thread_id), PARAPHRASE,
+                                      5, vector_search(embedder))  # fmt: skip
+    assert bodies(found)[0] == GARAGE
     async with vector_pool.connection() as conn:
         assert await vector_support(conn) == "ready"

@@ -7,12 +7,14 @@ Invariants:
 * Never on a turn's path: ``DocumentEmbedder``'s worker embeds chunks as the reader indexes
   them, in batches of ``WORKBENCH_EMBEDDINGS_BATCH``; a search embeds only its query
   (``documents.ranking``).
-* Work is claimed in Postgres (a lease row per chunk, taken ``FOR UPDATE SKIP LOCKED``), so
-  any number of server processes embed side by side, each chunk once; a claim whose worker
-  died runs out and is taken again. A result is written only under its own claim.
+* The work list is in Postgres: every chunk gets a ``document_embeddings`` row as it is
+  indexed (migration 0004's trigger). Rows are claimed with a lease, taken ``FOR UPDATE
+  SKIP LOCKED``, so any number of server processes embed side by side, each chunk once; a
+  claim whose worker died runs out and is taken again. A result is written only under its
+  own claim.
 * A chunk's embedding is current when its model and dimensions are the configured ones;
-  others are stale and embedded again, the newest documents first (someone may be waiting
-  for them); a search uses current ones only.
+  others are stale and embedded again (waiting chunks first, the newest documents first:
+  someone may be waiting for them); a search uses current ones only.
 * Failures: the ``openai`` client retries 429s, 5xx and network errors with backoff
   (``WORKBENCH_EMBEDDINGS_MAX_RETRIES``); past that the batch is released, the error logged
   and the worker pauses (doubling, up to a minute) before it tries again.
@@ -270,39 +272,38 @@ class DocumentEmbedder:
         return len(chunks)
 
     async def _claim(self, claim: str) -> list[tuple[str, int, str]]:
-        """Lease rows for up to a batch of chunks lacking a current embedding (a chunk locked
-        by another claimer is skipped, not waited for); their (document, seq, text)."""
+        """Lease up to a batch of chunks waiting for an embedding, or whose embedding is stale
+        (a row locked by another claimer is skipped, not waited for); their (document, seq,
+        text). Both are found by index: an idle poll reads next to nothing."""
         params = {
             "model": self.client.model, "dimensions": self.client.dimensions,
-            "batch": self._batch, "lease": self._lease_seconds, "claim": claim,
+            "dims": self.client.dimensions or 0, "batch": self._batch,
+            "lease": self._lease_seconds, "claim": claim,
         }  # fmt: skip
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 """
-                WITH todo AS (
-                    SELECT c.document_id, c.seq FROM document_chunks c
-                    LEFT JOIN document_embeddings e
-                           ON e.document_id = c.document_id AND e.seq = c.seq
-                    WHERE e.document_id IS NULL
-                       OR ((e.embedding IS NULL OR e.model <> %(model)s
-                            OR e.dimensions IS DISTINCT FROM %(dimensions)s::int)
-                           AND (e.lease_until IS NULL OR e.lease_until < now()))
-                    ORDER BY c.document_id DESC, c.seq
+                WITH waiting AS (
+                    SELECT document_id, seq FROM document_embeddings
+                    WHERE embedding IS NULL AND (lease_until IS NULL OR lease_until < now())
+                    ORDER BY document_id DESC, seq
                     LIMIT %(batch)s
-                    FOR UPDATE OF c SKIP LOCKED
+                    FOR UPDATE SKIP LOCKED
+                ), stale AS (
+                    SELECT document_id, seq FROM document_embeddings
+                    WHERE ((model, coalesce(dimensions, 0)) < (%(model)s, %(dims)s)
+                           OR (model, coalesce(dimensions, 0)) > (%(model)s, %(dims)s))
+                      AND embedding IS NOT NULL
+                    LIMIT %(batch)s
+                    FOR UPDATE SKIP LOCKED
+                ), todo AS (
+                    SELECT * FROM waiting UNION ALL SELECT * FROM stale LIMIT %(batch)s
                 )
-                INSERT INTO document_embeddings AS e
-                    (document_id, seq, model, dimensions, lease_until, claim)
-                SELECT document_id, seq, %(model)s, %(dimensions)s::int,
-                       now() + make_interval(secs => %(lease)s), %(claim)s
+                UPDATE document_embeddings e
+                SET model = %(model)s, dimensions = %(dimensions)s::int, embedding = NULL,
+                    lease_until = now() + make_interval(secs => %(lease)s), claim = %(claim)s
                 FROM todo
-                ON CONFLICT (document_id, seq) DO UPDATE
-                SET model = EXCLUDED.model, dimensions = EXCLUDED.dimensions, embedding = NULL,
-                    lease_until = EXCLUDED.lease_until, claim = EXCLUDED.claim
-                -- Checked again on the row as it is now: another claimer may have got there.
-                WHERE (e.embedding IS NULL OR e.model <> EXCLUDED.model
-                       OR e.dimensions IS DISTINCT FROM EXCLUDED.dimensions)
-                  AND (e.lease_until IS NULL OR e.lease_until < now())
+                WHERE e.document_id = todo.document_id AND e.seq = todo.seq
                 RETURNING e.document_id, e.seq
                 """,
                 params,

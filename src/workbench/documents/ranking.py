@@ -5,8 +5,9 @@
   the search ranks by full-text alone, and the log says so once until it works again.
 * The vector ranking orders the scope's chunks with a current embedding (the configured
   model and dimensions) by cosine distance (``<=>``), scoped by owner and thread in the same
-  statement as the full-text ranking is. An exact scan of the thread's chunks: no
-  approximate index misses a passage for being in a small thread of a large table.
+  statement (the embeddings carry both, indexed), as the full-text ranking is. An exact scan
+  of the thread's embeddings: no approximate index misses a passage for being in a small
+  thread of a large table.
 * The two rankings are fused by reciprocal rank fusion (k = 60): a chunk scores
   ``Σ 1 / (60 + rank)`` over the rankings it is in; ties keep the full-text order.
 * A passage found by meaning alone (no word of the query in it) gets its opening words as
@@ -74,20 +75,18 @@ class VectorSearch:
         """The ``limit`` chunks of ``scope`` nearest to ``vector``."""
         cursor = await conn.execute(
             """
-            SELECT c.document_id, c.seq
-            FROM document_chunks c
-            JOIN document_embeddings e ON e.document_id = c.document_id AND e.seq = c.seq
-            WHERE c.thread_id = %(thread)s AND c.owner = %(owner)s
-              AND (%(documents)s::text[] IS NULL OR c.document_id = ANY(%(documents)s))
-              AND e.model = %(model)s AND e.dimensions IS NOT DISTINCT FROM %(dimensions)s::int
-              AND e.embedding IS NOT NULL AND vector_dims(e.embedding) = %(size)s
-            ORDER BY e.embedding <=> %(q)s::vector, c.document_id, c.seq
+            SELECT document_id, seq FROM document_embeddings
+            WHERE thread_id = %(thread)s AND owner = %(owner)s
+              AND (%(documents)s::text[] IS NULL OR document_id = ANY(%(documents)s))
+              AND model = %(model)s AND coalesce(dimensions, 0) = %(dimensions)s
+              AND embedding IS NOT NULL AND vector_dims(embedding) = %(size)s
+            ORDER BY embedding <=> %(q)s::vector, document_id, seq
             LIMIT %(limit)s
             """,
             {
                 "thread": scope.thread_id, "owner": scope.owner,
                 "documents": None if scope.document_ids is None else list(scope.document_ids),
-                "model": self._client.model, "dimensions": self._client.dimensions,
+                "model": self._client.model, "dimensions": self._client.dimensions or 0,
                 "size": len(vector), "q": vector_literal(vector), "limit": limit,
             },
         )  # fmt: skip
