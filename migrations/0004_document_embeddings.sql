@@ -13,7 +13,8 @@
 -- `lease_until` (`claim` names the claim, so a late writer whose lease ran out writes
 -- nothing). A row with one holds the embedding of `model` with the `dimensions` asked for
 -- (NULL: the model's own); of another model or dimensions than the configured ones, it is
--- stale and embedded again in the background.
+-- stale and embedded again in the background. A row whose embedding failed `attempts` times
+-- in a row is not claimed again before `lease_until`.
 
 CREATE FUNCTION workbench_enable_vector_search() RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -45,6 +46,7 @@ BEGIN
         embedding   vector,
         lease_until timestamptz,
         claim       text,
+        attempts    integer NOT NULL DEFAULT 0,
         PRIMARY KEY (document_id, seq),
         FOREIGN KEY (document_id, seq) REFERENCES document_chunks (document_id, seq)
             ON DELETE CASCADE,

@@ -3,7 +3,8 @@
 Deterministic embeddings from ``embed`` (by default a hashed bag of words: texts sharing
 words are near, others far), optionally shortened to the ``dimensions`` asked for and
 normalised again, as OpenAI's text-embedding-3 models do. ``failures`` are HTTP statuses
-answered, one per request, before any success; every request body is kept in ``calls``.
+answered, one per request, before any success; a request with a text containing one of
+``refused`` gets a 400; every request body is kept in ``calls``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def normalised(vector: list[float]) -> list[float]:
 class EmbeddingsEndpoint:
     embed: Callable[[str], list[float]] = hashed_words
     failures: list[int] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
     calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -56,6 +58,9 @@ class EmbeddingsEndpoint:
             error = {"message": f"scripted failure {status}", "type": "server_error"}
             # The openai client honours retry-after-ms: its retries come at once.
             return JSONResponse({"error": error}, status, headers={"retry-after-ms": "5"})
+        if any(word in text for text in _inputs(body) for word in self.refused):
+            error = {"message": "this input is refused", "type": "invalid_request_error"}
+            return JSONResponse({"error": error}, 400)
         data = []
         for index, text in enumerate(_inputs(body)):
             vector = self.embed(text)

@@ -442,6 +442,31 @@ async def test_failed_embedding_requests_are_retried(
     assert [len(call["input"]) for call in scripted.embeddings.calls] == [4, 4, 4, 4]
 
 
+async def test_a_chunk_the_endpoint_refuses_waits_without_holding_up_the_others(
+    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+) -> None:
+    thread_id = await new_thread(vector_pool, alice)
+    await add_document(vector_pool, alice, thread_id, "notes.md", [*SECTIONS, ("Bad", "POISON")])
+    scripted.embeddings.refused = {"POISON"}
+    settings = embeddings_settings(scripted, embeddings_batch=1)
+    waiting = """
+        SELECT c.body, e.attempts, e.lease_until > now() FROM document_embeddings e
+        JOIN document_chunks c USING (document_id, seq) WHERE e.embedding IS NULL
+    """
+    async with embedding(vector_pool, settings), vector_pool.connection() as conn:
+        deadline = time.monotonic() + 15
+        while True:
+            rows = await (await conn.execute(waiting)).fetchall()
+            if len(rows) == 1 and rows[0][1] >= 1:  # the others embedded, it tried once
+                break
+            assert time.monotonic() < deadline, rows
+            await asyncio.sleep(0.05)
+    [(body, attempts, waits)] = rows
+    assert body == "POISON" and attempts >= 1 and waits
+    refused = [call for call in scripted.embeddings.calls if call["input"] == ["Bad\nPOISON"]]
+    assert 1 <= len(refused) <= 2  # a 400 is not retried by the client; 1 s, then 2 s later
+
+
 async def test_search_ranks_by_full_text_while_embeddings_fail_then_by_meaning_again(
     vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext,
     caplog: pytest.LogCaptureFixture,

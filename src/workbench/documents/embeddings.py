@@ -16,8 +16,9 @@ Invariants:
   others are stale and embedded again (waiting chunks first, the newest documents first:
   someone may be waiting for them); a search uses current ones only.
 * Failures: the ``openai`` client retries 429s, 5xx and network errors with backoff
-  (``WORKBENCH_EMBEDDINGS_MAX_RETRIES``); past that the batch is released, the error logged
-  and the worker pauses (doubling, up to a minute) before it tries again.
+  (``WORKBENCH_EMBEDDINGS_MAX_RETRIES``); past that the error is logged, the batch's chunks
+  wait 2^attempts seconds (up to an hour) before they are tried again, and the worker pauses
+  (1 s, doubling up to a minute) before its next batch.
 """
 
 from __future__ import annotations
@@ -254,15 +255,17 @@ class DocumentEmbedder:
             return 0
         try:
             vectors = await self.client.embed([text for _, _, text in chunks])
-        except BaseException:
+        except BaseException as error:
+            stopping = isinstance(error, asyncio.CancelledError)
             with contextlib.suppress(Exception):
-                await self._release(claim, chunks)
+                await self._release(claim, chunks, failed=not stopping)
             raise
         async with self._pool.connection() as conn:
             await conn.execute(
                 """
                 UPDATE document_embeddings e
-                SET embedding = v.embedding::vector, lease_until = NULL, claim = NULL
+                SET embedding = v.embedding::vector, lease_until = NULL, claim = NULL,
+                    attempts = 0
                 FROM unnest(%s::text[], %s::int[], %s::text[]) AS v(document_id, seq, embedding)
                 WHERE e.document_id = v.document_id AND e.seq = v.seq AND e.claim = %s
                 """,
@@ -320,14 +323,23 @@ class DocumentEmbedder:
             )
             return [(str(d), int(s), str(t)) for d, s, t in await cursor.fetchall()]
 
-    async def _release(self, claim: str, chunks: list[tuple[str, int, str]]) -> None:
-        """Give the claim's chunks back at once, for the next try (or another worker)."""
+    async def _release(
+        self, claim: str, chunks: list[tuple[str, int, str]], *, failed: bool
+    ) -> None:
+        """Give the claim's chunks back: at once if the worker is stopping, else not before
+        2^attempts seconds (at most an hour), so a batch the endpoint keeps refusing does not
+        hold up the others."""
         async with self._pool.connection() as conn:
             await conn.execute(
                 """
-                UPDATE document_embeddings e SET lease_until = NULL, claim = NULL
-                FROM unnest(%s::text[], %s::int[]) AS k(document_id, seq)
-                WHERE e.document_id = k.document_id AND e.seq = k.seq AND e.claim = %s
+                UPDATE document_embeddings e SET claim = NULL,
+                    lease_until = CASE WHEN %(failed)s
+                        THEN now() + make_interval(secs => least(power(2, e.attempts), 3600))
+                    END,
+                    attempts = e.attempts + %(failed)s::int
+                FROM unnest(%(documents)s::text[], %(seqs)s::int[]) AS k(document_id, seq)
+                WHERE e.document_id = k.document_id AND e.seq = k.seq AND e.claim = %(claim)s
                 """,
-                ([c[0] for c in chunks], [c[1] for c in chunks], claim),
-            )
+                {"failed": failed, "documents": [c[0] for c in chunks],
+                 "seqs": [c[1] for c in chunks], "claim": claim},
+            )  # fmt: skip
