@@ -165,7 +165,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(
+        # One part a line: an attachment's note (a part of its own) must not run on into the
+        # words the user typed.
+        return "\n".join(
             part.get("text", "") for part in content
             if isinstance(part, dict) and part.get("type") in {"input_text", "output_text", "text"}
         )  # fmt: skip

@@ -10,13 +10,15 @@ It writes JSON lines to stdout, flushed as it goes so the server can index page 
 * ``{"pages": N | null, "total": T | null}`` once the file is open (pages to read, pages in
   the file: more than N when over the page limit);
 * ``{"chunks": [[text, page, heading], ...], "read": pages_read}`` per section read;
-* ``{"error": "..."}`` when the file cannot be read (a sentence for a person), then exit 0;
+* ``{"error": "..."}`` when the file cannot be read (a sentence for a person), then exit 0
+  (running out of memory included, however the parser reports it);
 * ``{"done": true}`` at the end.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sys
 from pathlib import Path
@@ -49,7 +51,10 @@ def main(argv: list[str]) -> int:
         _send({"error": "it is nested too deeply to read (a malformed or hostile file?)"})
         return 0
     except Exception as error:  # a parser's own bug on a malformed file: say so, not how
-        _send({"error": f"its parser failed on it ({type(error).__name__}; corrupt?)"})
+        if _near_memory_limit(options["memory_bytes"]):
+            _send({"error": f"reading it needs more than {options['memory_bytes'] // 2**20} MiB"})
+        else:
+            _send({"error": f"its parser failed on it ({type(error).__name__}; corrupt?)"})
         return 0
     _send({"done": True})
     return 0
@@ -57,6 +62,17 @@ def main(argv: list[str]) -> int:
 
 def _rows(section: Section) -> list[list[Any]]:
     return [[chunk.text, chunk.page, chunk.heading] for chunk in chunks_of([section])]
+
+
+def _near_memory_limit(limit: int) -> bool:
+    """Whether this process came within a tenth of its address-space limit: a parser in C
+    (lxml, PDFium) that cannot allocate says so with an error of its own ("unknown error"),
+    not a MemoryError."""
+    try:
+        found = re.search(r"VmPeak:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    except OSError:
+        return False
+    return found is not None and int(found.group(1)) * 1024 > limit * 0.9
 
 
 def _limit(which: int, value: int) -> None:

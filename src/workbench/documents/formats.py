@@ -27,12 +27,19 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from workbench.text import storable
 
 ROWS_PER_SECTION = 40  # table rows per section; each section repeats the header row
 _HEADINGS = {f"h{level}" for level in range(1, 7)}
-_BLOCKS = _HEADINGS | {"p", "li", "pre", "blockquote", "td", "th", "dt", "dd", "caption"}
+# Elements whose text starts a new line: everything else is inline (a span, a link, a cell).
+_BREAKS = {
+    "address", "article", "aside", "blockquote", "body", "br", "caption", "dd", "div", "dl",
+    "dt", "figcaption", "figure", "footer", "form", "header", "hr", "li", "main", "nav", "ol",
+    "p", "pre", "section", "table", "tr", "ul",
+}  # fmt: skip
+_CELLS = {"td", "th"}
 
 KINDS: dict[str, str] = {
     "application/pdf": "pdf",
@@ -198,24 +205,38 @@ class _Pptx(Document):
         for number, slide in enumerate(self._deck.slides, start=1):
             if number > (self.pages or 0):
                 return
-            title = slide.shapes.title.text.strip() if slide.shapes.title is not None else None
-            lines = [
-                paragraph
-                for shape in slide.shapes
-                if shape.has_text_frame and shape != slide.shapes.title
-                for paragraph in shape.text_frame.text.splitlines()
-            ]
+            title_shape = slide.shapes.title
+            title = title_shape.text.strip() if title_shape is not None else None
+            lines = list(_shape_lines(slide.shapes, title_shape))
             if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
                 lines.append(slide.notes_slide.notes_text_frame.text)
             yield Section("\n".join(lines), number, title or None)
+
+
+def _shape_lines(shapes: Any, title: Any) -> Iterator[str]:
+    """The text of a slide's shapes but its title: text boxes, tables (a row a line), and
+    the shapes inside groups."""
+    from pptx.shapes.group import GroupShape
+
+    for shape in shapes:
+        if isinstance(shape, GroupShape):
+            yield from _shape_lines(shape.shapes, title)
+        elif shape.has_text_frame and shape != title:
+            yield from shape.text_frame.text.splitlines()
+        elif getattr(shape, "has_table", False):
+            for row in shape.table.rows:
+                yield " | ".join(cell.text for cell in row.cells)
 
 
 class _Xlsx(Document):
     def __init__(self, path: Path, limits: Limits) -> None:
         import openpyxl
 
+        # A file object, not the path: openpyxl refuses a path without an Excel extension,
+        # and the reader's copy has none. Read-only mode reads it lazily: it stays open.
+        self._file = path.open("rb")
         try:
-            self._book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True)
         except (KeyError, ValueError, OSError, zipfile.BadZipFile):
             raise DocumentError("it is not a valid XLSX file (corrupt?)") from None
         total = len(self._book.worksheets)
@@ -240,6 +261,9 @@ class _Csv(Document):
             dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(self._text[:4096])
         except csv.Error:
             dialect = csv.excel
+        # No field is longer than the file (the default limit, 128 KiB, refused whole files
+        # for one long cell); the memory limit bounds the rest.
+        csv.field_size_limit(max(csv.field_size_limit(), len(self._text) + 1))
         yield from _table_sections(csv.reader(io.StringIO(self._text), dialect), None, None)
 
 
@@ -275,20 +299,55 @@ class _Html(Document):
         for hidden in self._soup(["script", "style", "noscript", "template"]):
             hidden.decompose()
         title = self._soup.title.get_text(" ", strip=True) if self._soup.title else None
+        if self._soup.title is not None:
+            self._soup.title.decompose()
         heading: str | None = title or None
         lines: list[str] = []
-        for block in self._soup.find_all(_BLOCKS):
-            if block.find_parent(_BLOCKS) is not None:
-                continue  # its text is in its enclosing block's
-            text = block.get_text(" ", strip=True)
-            if block.name in _HEADINGS and text:
-                if lines:
-                    yield Section("\n".join(lines), None, heading)
-                heading, lines = text, []
-            elif text:
+        for is_heading, text in _html_lines(self._soup):
+            if not is_heading:
                 lines.append(text)
+                continue
+            if lines:
+                yield Section("\n".join(lines), None, heading)
+            heading, lines = text, []
         if lines:
             yield Section("\n".join(lines), None, heading)
+
+
+def _html_lines(root: Any) -> Iterator[tuple[bool, str]]:
+    """``(is_heading, text)`` for each line of ``root``'s text in reading order: a heading's
+    text whole; the rest broken into lines where block elements start and end, a table row a
+    line with its cells joined by " | ". Walked with a stack, not recursion: a hostile page
+    may nest thousands of elements deep."""
+    from bs4.element import NavigableString, PreformattedString, Tag
+
+    words: list[str] = []
+
+    def line() -> Iterator[tuple[bool, str]]:
+        text = " ".join("".join(words).split())
+        words.clear()
+        if text:
+            yield False, text
+
+    stack: list[tuple[Any, bool]] = [(root, True)]
+    while stack:
+        node, entering = stack.pop()
+        if isinstance(node, Tag):
+            if node.name in _HEADINGS:
+                yield from line()
+                if text := node.get_text(" ", strip=True):
+                    yield True, text
+                continue
+            if node.name in _BREAKS:
+                yield from line()
+            elif node.name in _CELLS and entering and "".join(words).strip():
+                words.append(" | ")
+            if entering:
+                stack.append((node, False))
+                stack.extend((child, True) for child in reversed(node.contents))
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            words.append(str(node))
+    yield from line()
 
 
 class _Markdown(Document):
@@ -300,16 +359,18 @@ class _Markdown(Document):
 
         source = self._text.splitlines()
         tokens = MarkdownIt("commonmark").parse(self._text)
+        # (first line, first line after it, text) of each heading: a setext heading (text,
+        # then a line of === or ---) spans two lines.
         starts = [
-            (token.map[0], tokens[index + 1].content.strip())
+            (token.map[0], token.map[1], tokens[index + 1].content.strip())
             for index, token in enumerate(tokens)
             if token.type == "heading_open" and token.map is not None
         ]
-        bounds = [*starts, (len(source), None)]
+        bounds: list[tuple[int, int, str | None]] = [*starts, (len(source), len(source), None)]
         if not starts or starts[0][0] > 0:
-            bounds.insert(0, (0, None))
-        for (start, heading), (end, _) in itertools.pairwise(bounds):
-            body = source[start + (1 if heading is not None else 0) : end]
+            bounds.insert(0, (0, 0, None))
+        for (_, body_start, heading), (end, _, _) in itertools.pairwise(bounds):
+            body = source[body_start:end]
             if any(line.strip() for line in body):
                 yield Section("\n".join(body), None, heading or None)
 

@@ -6,7 +6,9 @@ Each server process runs ``WORKBENCH_DOCUMENTS_WORKERS`` readers. A reader claim
 hashing them (the same bytes already in the thread: a duplicate, not read again), reads it
 through the extraction subprocess and indexes its chunks page by page, so a search finds the
 first pages while the last are still being read. Whatever goes wrong with the file ends as a
-``failed`` document with a note for the user and the model; nothing here fails a turn.
+``failed`` document with a note for the user and the model; nothing here fails a turn. A
+document deleted while it is read (with its thread or its attachment) stops being read: its
+reading process is killed and nothing more of it is indexed.
 """
 
 from __future__ import annotations
@@ -97,17 +99,20 @@ class DocumentIndexer:
 
     async def index(self, claimed: Claimed) -> None:
         """Read and index one claimed document; never raises but for cancellation."""
-        heartbeat = asyncio.create_task(self._keep_lease(claimed.id))
+        lost = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lease(claimed.id, lost))
         try:
             with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
                 copy = Path(scratch) / "document"
                 sha256 = await self._copy(claimed, copy)
                 if await self.library.identify(claimed.id, sha256) is not None:
                     return  # the thread has these bytes already: a duplicate
-                note = await self._read(claimed, copy)
+                note = await self._read(claimed, copy, lost)
             await self.library.finish(claimed.id, "ready", note)
         except DocumentError as error:
             await self.library.finish(claimed.id, "failed", f"{claimed.name}: {error}.")
+        except _Gone:
+            logger.info("document %s (%s) was deleted while being read", claimed.id, claimed.name)
         except asyncio.CancelledError:
             raise  # the lease runs out, and another reader starts it again
         except Exception:
@@ -119,11 +124,16 @@ class DocumentIndexer:
         finally:
             heartbeat.cancel()
 
-    async def _keep_lease(self, document_id: str) -> None:
+    async def _keep_lease(self, document_id: str, lost: asyncio.Event) -> None:
+        """Renew the lease while the document is read; set ``lost`` once it is not ours."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            with contextlib.suppress(Exception):
-                await self.library.renew(document_id)
+            try:
+                if not await self.library.renew(document_id):
+                    lost.set()
+                    return
+            except Exception:
+                logger.warning("renewing the lease of document %s failed", document_id)
 
     async def _copy(self, claimed: Claimed, target: Path) -> str:
         """Copy the document's bytes to ``target``; their SHA-256."""
@@ -160,35 +170,21 @@ class DocumentIndexer:
             while chunk := await asyncio.to_thread(file.read, _COPY_BYTES):
                 yield chunk
 
-    async def _read(self, claimed: Claimed, copy: Path) -> str | None:
-        """Index the document at ``copy``; a note on what could not be read, if any."""
-        pending: list[Chunk] = []
-        language: str | None = None
-        indexed = pages_done = 0
+    async def _read(self, claimed: Claimed, copy: Path, lost: asyncio.Event) -> str | None:
+        """Index the document at ``copy``; a note on what could not be read, if any. Raises
+        ``_Gone`` (the reading process killed) if the document is deleted meanwhile."""
+        batch = _Batch(self.library, claimed)
         opened = Opened(None, None)
-        flushed = time.monotonic()
-        async for event in read_document(copy, claimed.kind, self._limits):
-            if isinstance(event, Opened):
-                opened = event
-                await self.library.opened(claimed.id, event.pages, event.total)
-                continue
-            pending += event.chunks
-            pages_done = event.pages_read
-            if language is None:
-                if sum(len(c.text) for c in pending) < _LANGUAGE_SAMPLE:
-                    continue
-                language = await _language_of(pending)
-            if len(pending) >= _BATCH_CHUNKS or time.monotonic() - flushed >= _BATCH_SECONDS:
-                await self.library.add_chunks(claimed, language, indexed, pending, pages_done)
-                indexed += len(pending)
-                pending, flushed = [], time.monotonic()
-        if pending or indexed == 0:
-            language = language or await _language_of(pending)
-            await self.library.add_chunks(
-                claimed, language, indexed, pending, opened.pages or pages_done
-            )
-            indexed += len(pending)
-        if indexed == 0:
+        async with contextlib.aclosing(read_document(copy, claimed.kind, self._limits)) as read:
+            async for event in read:
+                if lost.is_set():
+                    raise _Gone
+                if isinstance(event, Opened):
+                    opened = event
+                    _still(await self.library.opened(claimed.id, event.pages, event.total))
+                else:
+                    await batch.add(event.chunks, event.pages_read)
+        if await batch.finish(opened.pages) == 0:
             scan = " (a scanned PDF without a text layer? it would need OCR)"
             raise DocumentError(
                 "it has no text to search" + (scan if claimed.kind == "pdf" else "")
@@ -199,6 +195,56 @@ class DocumentIndexer:
                 "read for search (WORKBENCH_DOCUMENTS_MAX_PAGES)."
             )
         return None
+
+
+class _Batch:
+    """The chunks read and not yet indexed: indexed at least every ``_BATCH_SECONDS`` (or
+    ``_BATCH_CHUNKS``) once the document's language is known from its first text."""
+
+    def __init__(self, library: DocumentLibrary, claimed: Claimed) -> None:
+        self._library = library
+        self._claimed = claimed
+        self._pending: list[Chunk] = []
+        self._language: str | None = None
+        self._flushed = time.monotonic()
+        self.indexed = 0
+        self._pages_done = 0
+
+    async def add(self, chunks: list[Chunk], pages_done: int) -> None:
+        self._pending += chunks
+        self._pages_done = pages_done
+        if self._language is None:
+            if sum(len(chunk.text) for chunk in self._pending) < _LANGUAGE_SAMPLE:
+                return
+            self._language = await _language_of(self._pending)
+        due = time.monotonic() - self._flushed >= _BATCH_SECONDS
+        if due or len(self._pending) >= _BATCH_CHUNKS:
+            await self._flush(self._language, self._pages_done)
+
+    async def finish(self, pages: int | None) -> int:
+        """Index the rest (recording every page as done); how many chunks were indexed."""
+        if self._pending or self.indexed == 0:
+            language = self._language or await _language_of(self._pending)
+            await self._flush(language, pages or self._pages_done)
+        return self.indexed
+
+    async def _flush(self, language: str, pages_done: int) -> None:
+        _still(
+            await self._library.add_chunks(
+                self._claimed, language, self.indexed, self._pending, pages_done
+            )
+        )
+        self.indexed += len(self._pending)
+        self._pending, self._flushed = [], time.monotonic()
+
+
+class _Gone(Exception):
+    """The document is no longer being read by us: deleted, with its thread or attachment."""
+
+
+def _still(reading: bool) -> None:
+    if not reading:
+        raise _Gone
 
 
 async def _language_of(chunks: list[Chunk]) -> str:

@@ -206,27 +206,40 @@ class DocumentLibrary:
             return None if row is None else str(row[0])
         return None
 
-    async def opened(self, document_id: str, pages: int | None, pages_total: int | None) -> None:
-        await self._one(
-            "UPDATE documents SET pages = %s, pages_total = %s WHERE id = %s RETURNING 1",
+    async def opened(self, document_id: str, pages: int | None, pages_total: int | None) -> bool:
+        """Record the document's pages; False if it is no longer being read (deleted)."""
+        row = await self._one(
+            """
+            UPDATE documents SET pages = %s, pages_total = %s
+            WHERE id = %s AND status = 'reading' RETURNING 1
+            """,
             (pages, pages_total, document_id),
         )
+        return row is not None
 
     async def add_chunks(
         self, claimed: Claimed, language: str, first: int, chunks: Sequence[Chunk], pages_done: int
-    ) -> None:
+    ) -> bool:
         """Index ``chunks`` (numbered from ``first``) and record the progress, in one
-        transaction: what the progress says is searchable is searchable."""
+        transaction: what the progress says is searchable is searchable. False, and nothing
+        indexed, if the document is no longer being read (deleted with its thread or its
+        attachment meanwhile)."""
         async with self.pool.connection() as conn, conn.transaction():
-            await _copy_chunks(conn, claimed, language, first, chunks)
-            await conn.execute(
+            # The row first: its lock makes a deletion wait for this transaction, or this
+            # transaction find the row gone.
+            cursor = await conn.execute(
                 """
                 UPDATE documents SET pages_done = %s, chunks = %s, language = %s,
                     lease_until = now() + make_interval(secs => %s), updated_at = now()
-                WHERE id = %s
+                WHERE id = %s AND status = 'reading'
+                RETURNING 1
                 """,
                 (pages_done, first + len(chunks), language, LEASE_SECONDS, claimed.id),
             )
+            if await cursor.fetchone() is None:
+                return False
+            await _copy_chunks(conn, claimed, language, first, chunks)
+            return True
 
     async def finish(self, document_id: str, status: str, note: str | None = None) -> None:
         await self._one(

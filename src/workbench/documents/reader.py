@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,9 @@ class ReadLimits:
         )
 
 
-async def read_document(path: Path, kind: str, limits: ReadLimits) -> AsyncIterator[Opened | Read]:
+async def read_document(
+    path: Path, kind: str, limits: ReadLimits
+) -> AsyncGenerator[Opened | Read, None]:
     options = {
         "max_pages": limits.max_pages, "max_unpacked_bytes": limits.max_unpacked_bytes,
         "memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
@@ -103,7 +105,7 @@ async def _next_message(
         line = await asyncio.wait_for(stdout.readline(), max(0.0, deadline - time.monotonic()))
     except TimeoutError:
         raise DocumentError(
-            f"reading it took longer than {limits.wall_seconds:g} seconds"
+            f"reading it took longer than {_seconds(limits.wall_seconds)}"
         ) from None
     except ValueError:  # a line over the stream limit
         raise DocumentError("it produced more text in one place than can be indexed") from None
@@ -115,10 +117,14 @@ async def _next_message(
 
 def _failure(status: int, stderr: bytes, limits: ReadLimits) -> DocumentError:
     if status in (-signal.SIGXCPU, -signal.SIGKILL):
-        return DocumentError(f"reading it took more than {limits.cpu_seconds} seconds of CPU")
+        return DocumentError(f"reading it took more than {_seconds(limits.cpu_seconds)} of CPU")
     if b"MemoryError" in stderr or status == -signal.SIGSEGV:
         return DocumentError(f"reading it needs more than {limits.memory_bytes // 2**20} MiB")
     return DocumentError(f"its reader stopped unexpectedly (exit status {status})")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} second" + ("" if value == 1 else "s")
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

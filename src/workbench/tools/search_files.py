@@ -48,7 +48,8 @@ from workbench.documents.search import Passage, Scope, search_passages
 from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
 from workbench.plugins import ToolPlugin, TurnContext
-from workbench.sandbox.workspace_fs import file_parts, joined, open_file
+from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
+from workbench.text import storable
 from workbench.tools.services import ToolServices
 
 TOOL_NAME = "search_files"
@@ -119,7 +120,9 @@ class SearchFilesTool(ToolPlugin):
         return search_files
 
     def demo_trigger(self, text: str) -> str | None:
-        query = text[len(DEMO_PREFIX) :].strip() if text.startswith(DEMO_PREFIX) else ""
+        # The query is the rest of the first line: what follows is the attachments' notes.
+        line = text.split("\n", 1)[0]
+        query = line[len(DEMO_PREFIX) :].strip() if line.startswith(DEMO_PREFIX) else ""
         return json.dumps({"query": query}) if query else None
 
     def demo_answer(self, output: str) -> str | None:
@@ -178,7 +181,13 @@ class SearchFilesTool(ToolPlugin):
             indicator: Literal["none", "loading", "complete"] = (
                 "complete" if done else ("none" if final else "loading")
             )
-            if (task.title, task.content, task.status_indicator) != (title, content, indicator):
+            # The last refresh always goes out: the watcher's last one may have been streamed
+            # after the model finished, when nothing read the stream any more.
+            if final or (task.title, task.content, task.status_indicator) != (
+                title,
+                content,
+                indicator,
+            ):
                 task.title, task.content, task.status_indicator = title, content, indicator
                 await turn.refresh_task(task)
         return still
@@ -202,7 +211,10 @@ class SearchFilesTool(ToolPlugin):
     # -- the search -------------------------------------------------------------------------
 
     async def call_started(self, turn: TurnContext, item: Any) -> None:
-        await self._open(turn, str(item.call_id))
+        # The runner may have started the call before its stream event reaches us: the
+        # search has opened the task then.
+        if str(item.call_id) not in _searches(turn):
+            await self._open(turn, str(item.call_id))
 
     async def call_output(self, turn: TurnContext, call_id: str, output: Any) -> None:
         task = _searches(turn).pop(call_id, None)
@@ -219,7 +231,9 @@ class SearchFilesTool(ToolPlugin):
     async def search(self, turn: TurnContext, call_id: str, query: str, file: str | None) -> str:
         """What the model reads back for ``query``: numbered passages, or why there are none."""
         task = _searches(turn).get(call_id) or await self._open(turn, call_id)
-        query = " ".join(query.split())[:_QUERY_CHARS]
+        # The model's words reach Postgres (the query, the task's title): no NUL.
+        query = " ".join(storable(query).split())[:_QUERY_CHARS]
+        file = None if file is None else storable(file)
         owner, thread_id = turn.request_context.user_id, turn.thread.id
         documents = await self._library.thread_documents(owner, thread_id)
         if not documents:
@@ -313,8 +327,8 @@ class AddToSearchTool(ToolPlugin):
         kind = kind_of(name, mime_type)
         if kind is None:
             return (
-                f"{relative} is not a document search_files can read: PDF, DOCX, PPTX, XLSX, "
-                "CSV, HTML, Markdown and text files can be added."
+                f"{shown(relative)} is not a document search_files can read: PDF, DOCX, PPTX, "
+                "XLSX, CSV, HTML, Markdown and text files can be added."
             )
         await self._indexer.library.add_path(owner, thread_id, relative, name, mime_type, kind)
         self._indexer.wake()
