@@ -139,8 +139,8 @@ async def embedding(
         await embedder.close()
 
 
-def vector_search(embedder: DocumentEmbedder, timeout: float = 3.0) -> VectorSearch:
-    return VectorSearch(embedder.client, embedder.ready, timeout)
+def vector_search(embedder: DocumentEmbedder) -> VectorSearch:
+    return VectorSearch(embedder.client, embedder.ready, 3.0)
 
 
 async def new_thread(pool: AsyncConnectionPool, user: RequestContext) -> str:

@@ -21,8 +21,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from workbench.documents.embeddings import EmbeddingsClient, EmbeddingsError, Vector, vector_literal
+from workbench.config import Settings
+from workbench.documents.embeddings import (
+    DocumentEmbedder,
+    EmbeddingsClient,
+    EmbeddingsError,
+    Vector,
+    start_embedder,
+    vector_literal,
+)
 
 if TYPE_CHECKING:
     from workbench.documents.search import ChunkKey, Passage, Scope
@@ -43,12 +52,18 @@ class VectorSearch:
     """The query side of semantic ranking (the chunks are embedded by ``DocumentEmbedder``)."""
 
     def __init__(
-        self, client: EmbeddingsClient, ready: Callable[[], Awaitable[bool]], timeout: float
-    ) -> None:
+        self, client: EmbeddingsClient, ready: Callable[[], Awaitable[bool]], timeout: float,
+        embedder: DocumentEmbedder | None = None,
+    ) -> None:  # fmt: skip
         self._client = client
         self._ready = ready
         self._timeout = timeout
+        self._embedder = embedder  # stopped with this
         self._failing = False  # only so the log says it once per outage
+
+    async def aclose(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.close()
 
     async def query_vector(self, query: str) -> Vector | None:
         """``query``'s embedding, or None: rank by full-text alone."""
@@ -91,6 +106,16 @@ class VectorSearch:
             },
         )  # fmt: skip
         return [(str(document_id), int(seq)) for document_id, seq in await cursor.fetchall()]
+
+
+def start_vector_search(pool: AsyncConnectionPool, settings: Settings) -> VectorSearch | None:
+    """Semantic ranking with its background embedder started, if an embeddings model is
+    configured (None: full-text alone)."""
+    embedder = start_embedder(pool, settings)
+    if embedder is None:
+        return None
+    return VectorSearch(embedder.client, embedder.ready, settings.embeddings_query_timeout,
+                        embedder)  # fmt: skip
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[ChunkKey]], limit: int) -> list[ChunkKey]:

@@ -39,11 +39,10 @@ from chatkit.types import (
     UserMessageItem,
 )
 
-from workbench.documents.embeddings import DocumentEmbedder, start_embedder
 from workbench.documents.formats import kind_of
 from workbench.documents.indexer import DocumentIndexer
 from workbench.documents.library import DocumentLibrary, DocumentState
-from workbench.documents.ranking import VectorSearch
+from workbench.documents.ranking import VectorSearch, start_vector_search
 from workbench.documents.search import Passage, Scope, search_passages
 from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
@@ -76,8 +75,8 @@ def plugins(services: ToolServices) -> list[ToolPlugin]:
     library = DocumentLibrary(services.pool)
     indexer = DocumentIndexer(library, services.blobs, services.workspaces, services.settings)
     indexer.start()
-    embedder = start_embedder(services.pool, services.settings)
-    return [SearchFilesTool(indexer, services, embedder), AddToSearchTool(indexer, services)]
+    semantic = start_vector_search(services.pool, services.settings)
+    return [SearchFilesTool(indexer, services, semantic), AddToSearchTool(indexer, services)]
 
 
 @dataclass
@@ -92,18 +91,13 @@ class SearchFilesTool(ToolPlugin):
     id = TOOL_NAME
     instructions = _INSTRUCTIONS
 
-    def __init__(
-        self, indexer: DocumentIndexer, services: ToolServices,
-        embedder: DocumentEmbedder | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, indexer: DocumentIndexer, services: ToolServices,
+                 semantic: VectorSearch | None) -> None:  # fmt: skip
         self._indexer = indexer
         self._library = indexer.library
         self._settings = services.settings
         self._signer = services.signer
-        self._embedder = embedder
-        self._semantic = None if embedder is None else VectorSearch(
-            embedder.client, embedder.ready, services.settings.embeddings_query_timeout
-        )  # fmt: skip
+        self._semantic = semantic
 
     def tool(self) -> FunctionTool:
         @function_tool(name_override=TOOL_NAME, description_override=_DESCRIPTION)
@@ -134,8 +128,8 @@ class SearchFilesTool(ToolPlugin):
 
     async def aclose(self) -> None:
         await self._indexer.close()
-        if self._embedder is not None:
-            await self._embedder.close()
+        if self._semantic is not None:
+            await self._semantic.aclose()
 
     # -- the documents a message brings ---------------------------------------------------
 
