@@ -3,8 +3,9 @@ embeddings endpoint (on a real socket, through the real ``openai`` client), stor
 pgvector on an embedded Postgres, fused with full-text ranking; and full-text alone where
 the server has no ``vector`` extension (the Postgres on 127.0.0.1:5432).
 
-The scripted embeddings are bags of concepts: synonyms ("car", "automobile") share a
-dimension, so a paraphrase sharing no word with its passage is still near it.
+The scripted embeddings are bags of concepts (``tests.embeddings_server``): synonyms ("car",
+"automobile") share a dimension, so a paraphrase sharing no word with its passage is still
+near it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import logging
 import tempfile
 import time
-import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -65,25 +65,6 @@ FLEET = "The company automobile fleet is insured nationally."
 PARAPHRASE = "car repair duration"  # not one word (or stem) in common with GARAGE
 SECTIONS = [("Garage", GARAGE), ("Bakery", BAKERY), ("Invoices", INVOICES), ("Fleet", FLEET)]
 
-_SYNONYMS = [
-    {"car", "cars", "automobile", "automobiles", "vehicle"},
-    {"repair", "repairs", "maintenance", "servicing"},
-    {"duration", "hours", "minutes", "takes"},
-    {"bread", "baked", "bakery", "loaf"},
-    {"invoices", "payable", "payment", "bill"},
-]
-CONCEPTS = {word: index for index, words in enumerate(_SYNONYMS) for word in words}
-_OTHER_WORDS = 48  # dimensions the hashes of all other words share
-
-
-def concepts(text: str) -> list[float]:
-    vector = [0.0] * (16 + _OTHER_WORDS)
-    for word in text.lower().replace(".", " ").split():
-        index = CONCEPTS.get(word)
-        vector[index if index is not None else 16 + zlib.crc32(word.encode()) % _OTHER_WORDS] += 1
-    return vector
-
-
 # -- fixtures ------------------------------------------------------------------------------------
 
 
@@ -113,16 +94,10 @@ async def vector_pool(vector_url: str) -> AsyncIterator[AsyncConnectionPool]:
         yield pool
 
 
-@pytest.fixture
-def scripted(scripted_openai: ScriptedOpenAI) -> ScriptedOpenAI:
-    scripted_openai.embeddings.embed = concepts
-    return scripted_openai
-
-
-def embeddings_settings(scripted: ScriptedOpenAI, **overrides: Any) -> Settings:
+def embeddings_settings(scripted_openai: ScriptedOpenAI, **overrides: Any) -> Settings:
     options: dict[str, Any] = {
         "database_url": "postgresql://unused", "embeddings_model": "embed-test",
-        "embeddings_base_url": scripted.base_url, "_env_file": None, **overrides,
+        "embeddings_base_url": scripted_openai.base_url, "_env_file": None, **overrides,
     }  # fmt: skip
     return Settings(**options)
 
@@ -207,7 +182,7 @@ def bodies(found: list[Passage]) -> list[str]:
 
 
 async def test_a_paraphrase_is_found_by_meaning_only_with_embeddings(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext,
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext,
     bob: RequestContext,
 ) -> None:  # fmt: skip
     thread_id = await new_thread(vector_pool, alice)
@@ -219,7 +194,7 @@ async def test_a_paraphrase_is_found_by_meaning_only_with_embeddings(
         await add_document(vector_pool, user, elsewhere, "notes.md", [("Garage", GARAGE)])
     scope = Scope(alice.user_id, thread_id)
 
-    async with embedding(vector_pool, embeddings_settings(scripted)) as embedder:
+    async with embedding(vector_pool, embeddings_settings(scripted_openai)) as embedder:
         await until_embedded(vector_pool)
         semantic = vector_search(embedder)
         assert await search_passages(vector_pool, scope, PARAPHRASE, 5) == []
@@ -239,8 +214,8 @@ async def test_a_paraphrase_is_found_by_meaning_only_with_embeddings(
 
 
 async def test_search_files_over_http_finds_a_paraphrase_only_with_embeddings(
-    vector_url: str, vector_pool: AsyncConnectionPool, tmp_path: Path, scripted: ScriptedOpenAI,
-    http: httpx.AsyncClient,
+    vector_url: str, vector_pool: AsyncConnectionPool, tmp_path: Path,
+    scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
 ) -> None:  # fmt: skip
     """The same document and question through a scripted model turn calling search_files:
     with the embeddings model through the provider's own endpoint, then without any."""
@@ -248,12 +223,12 @@ async def test_search_files_over_http_finds_a_paraphrase_only_with_embeddings(
     outputs, calls = {}, {}
     for mode in ("embeddings", "full-text"):
         options = {"embeddings_model": "embed-test"} if mode == "embeddings" else {}
-        settings = provider_settings(vector_url, tmp_path / mode, scripted, **options)
+        settings = provider_settings(vector_url, tmp_path / mode, scripted_openai, **options)
         with running(LiveServer(settings)) as live:
-            outputs[mode] = await _ask_about_a_document(live, vector_pool, http, scripted,
+            outputs[mode] = await _ask_about_a_document(live, vector_pool, http, scripted_openai,
                                                         markdown)  # fmt: skip
-        calls[mode] = list(scripted.embeddings.calls)
-        scripted.embeddings.calls.clear()
+        calls[mode] = list(scripted_openai.embeddings.calls)
+        scripted_openai.embeddings.calls.clear()
     assert f"[1] notes.md — Garage\n{GARAGE}" in outputs["embeddings"]
     assert outputs["full-text"].startswith(f"No passage matches “{PARAPHRASE}”")
     # Asked of the provider's own server (no embeddings URL is set), for the model configured.
@@ -263,14 +238,14 @@ async def test_search_files_over_http_finds_a_paraphrase_only_with_embeddings(
 
 async def _ask_about_a_document(
     live: LiveServer, pool: AsyncConnectionPool, http: httpx.AsyncClient,
-    scripted: ScriptedOpenAI, markdown: str,
+    scripted_openai: ScriptedOpenAI, markdown: str,
 ) -> str:  # fmt: skip
     """Upload ``markdown``, attach it in a first turn, and search it in a second once it is
     read (and embedded, where it is): what search_files told the model."""
     file = ("notes.md", markdown.encode(), "text/markdown")
     upload = await http.post(live.base + "/files/upload", files={"file": file})
     assert upload.status_code == 200, upload.text
-    scripted.script(responses_step([Text("I have it.")]), title_step("Notes"))
+    scripted_openai.script(responses_step([Text("I have it.")]), title_step("Notes"))
     body = create_thread("Here are my notes.")
     body["params"]["input"]["attachments"] = [upload.json()["id"]]
     events = await stream_events(http, live.url, body)
@@ -284,11 +259,11 @@ async def _ask_about_a_document(
     if live.settings.embeddings_model:
         await until_embedded(pool)
     call = FunctionCall("search_files", json.dumps({"query": PARAPHRASE}), call_id="call_s")
-    scripted.script(responses_step([call]), responses_step([Text("Two hours [1].")]))
+    scripted_openai.script(responses_step([call]), responses_step([Text("Two hours [1].")]))
     events = await stream_events(http, live.url, add_message(thread_id, "How long?"))
     assert [e for e in events if e.type == "error"] == []
     [output] = [
-        str(item["output"]) for item in scripted.streamed[-1]["input"]
+        str(item["output"]) for item in scripted_openai.streamed[-1]["input"]
         if isinstance(item, dict) and item.get("type") == "function_call_output"
     ]  # fmt: skip
     return output
@@ -308,7 +283,7 @@ def test_reciprocal_rank_fusion_adds_up_reciprocal_ranks() -> None:
 
 
 async def test_without_the_vector_extension_search_is_full_text_alone(
-    pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext,
+    pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """The Postgres 15 on 127.0.0.1:5432 has no pgvector: migration 0004 created nothing."""
@@ -319,13 +294,13 @@ async def test_without_the_vector_extension_search_is_full_text_alone(
     scope = Scope(alice.user_id, thread_id)
     caplog.set_level(logging.INFO, logger="workbench.documents")
 
-    async with embedding(pool, embeddings_settings(scripted)) as embedder:
+    async with embedding(pool, embeddings_settings(scripted_openai)) as embedder:
         assert not await embedder.ready()
         semantic = vector_search(embedder)
         paraphrase = await search_passages(pool, scope, PARAPHRASE, 5, semantic)
         words = await search_passages(pool, scope, "payable invoices", 5, semantic)
     assert paraphrase == [] and bodies(words) == [INVOICES]
-    assert scripted.embeddings.calls == []  # nothing embedded, not even the queries
+    assert scripted_openai.embeddings.calls == []  # nothing embedded, not even the queries
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         FULL_TEXT_ALONE
     ]
@@ -346,41 +321,48 @@ async def doctor_says(database_url: str, data_dir: Path, **settings: Any) -> str
 
 
 async def test_doctor_says_which_ranking_search_uses(
-    database_url: str, vector_url: str, scripted: ScriptedOpenAI, tmp_path: Path
-) -> None:
-    model = {"embeddings_model": "embed-test", "embeddings_base_url": scripted.base_url}
+    database_url: str, vector_url: str, vector_pool: AsyncConnectionPool,
+    scripted_openai: ScriptedOpenAI, tmp_path: Path, alice: RequestContext,
+) -> None:  # fmt: skip
+    # Passages no embedder has seen yet (none runs here): the doctor counts them.
+    await add_document(vector_pool, alice, await new_thread(vector_pool, alice), "notes.md",
+                       SECTIONS)  # fmt: skip
+    model = {"embeddings_model": "embed-test", "embeddings_base_url": scripted_openai.base_url}
     plain = await doctor_says(database_url, tmp_path, **model)
     hybrid = await doctor_says(vector_url, tmp_path, **model)
     unset = await doctor_says(vector_url, tmp_path)
-    scripted.embeddings.failures = [500] * 10
+    scripted_openai.embeddings.failures = [500] * 10
     failing = await doctor_says(vector_url, tmp_path, **model)
 
-    answers = f"[ok] embeddings: embed-test at {scripted.base_url}/ answers (64 dimensions)"
+    answers = f"[ok] embeddings: embed-test at {scripted_openai.base_url}/ answers (64 dimensions)"
     assert answers in plain and f"[WARNING] {FULL_TEXT_ALONE}" in plain
     assert "fix: install pgvector" in plain
     assert answers in hybrid
-    assert "[ok] document search: full-text and semantic ranking (pgvector)" in hybrid
+    assert (
+        f"[ok] document search: full-text and semantic ranking (pgvector); {len(SECTIONS)} of "
+        f"{len(SECTIONS)} passages still to embed" in hybrid
+    )
     assert "[ok] document search: full-text (set WORKBENCH_EMBEDDINGS_MODEL" in unset
     assert "embeddings" not in unset.replace("WORKBENCH_EMBEDDINGS_MODEL", "")
     assert "[PROBLEM] embeddings: embed-test at" in failing
     assert "answered HTTP 500: scripted failure 500" in failing
-    assert len(scripted.embeddings.calls) == 3  # one try each: a doctor does not retry
+    assert len(scripted_openai.embeddings.calls) == 3  # one try each: a doctor does not retry
 
 
 # -- the background embedder ---------------------------------------------------------------------
 
 
 async def test_a_model_change_re_embeds_in_the_background(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext
 ) -> None:
     thread_id = await new_thread(vector_pool, alice)
     await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
     scope = Scope(alice.user_id, thread_id)
-    async with embedding(vector_pool, embeddings_settings(scripted)):
+    async with embedding(vector_pool, embeddings_settings(scripted_openai)):
         await until_embedded(vector_pool)
 
     # Another model, with fewer dimensions: every embedding is stale; none is used meanwhile.
-    changed = embeddings_settings(scripted, embeddings_model="embed-next",
+    changed = embeddings_settings(scripted_openai, embeddings_model="embed-next",
                                   embeddings_dimensions=16)  # fmt: skip
     client = EmbeddingsClient(changed)
 
@@ -400,55 +382,55 @@ async def test_a_model_change_re_embeds_in_the_background(
             "SELECT DISTINCT model, dimensions, vector_dims(embedding) FROM document_embeddings"
         )
         assert await cursor.fetchall() == [("embed-next", 16, 16)]
-    texts = [text for c in scripted.embeddings.calls if c["model"] == "embed-next"
+    texts = [text for c in scripted_openai.embeddings.calls if c["model"] == "embed-next"
              for text in c["input"] if text != PARAPHRASE]  # fmt: skip
     assert sorted(texts) == sorted(f"{heading}\n{text}" for heading, text in SECTIONS)
-    assert {c.get("dimensions") for c in scripted.embeddings.calls
+    assert {c.get("dimensions") for c in scripted_openai.embeddings.calls
             if c["model"] == "embed-next"} == {16}  # fmt: skip
 
 
 async def test_chunks_are_embedded_in_batches_each_once_by_any_number_of_embedders(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext
 ) -> None:
     thread_id = await new_thread(vector_pool, alice)
     sections = [(f"Part {n}", f"Paragraph number {n} of the report.") for n in range(10)]
     await add_document(vector_pool, alice, thread_id, "report.md", sections)
-    async with embedding(vector_pool, embeddings_settings(scripted, embeddings_batch=4)):
+    async with embedding(vector_pool, embeddings_settings(scripted_openai, embeddings_batch=4)):
         await until_embedded(vector_pool)
-    assert [len(call["input"]) for call in scripted.embeddings.calls] == [4, 4, 2]
+    assert [len(call["input"]) for call in scripted_openai.embeddings.calls] == [4, 4, 2]
 
     # Two embedders at once (as two server processes would run) on 60 more chunks.
-    scripted.embeddings.calls.clear()
+    scripted_openai.embeddings.calls.clear()
     for number in range(3):
         more = [(f"Part {n}", f"Chapter {number}, paragraph {n}.") for n in range(20)]
         await add_document(vector_pool, alice, thread_id, f"more-{number}.md", more)
-    settings = embeddings_settings(scripted, embeddings_batch=3)
+    settings = embeddings_settings(scripted_openai, embeddings_batch=3)
     async with embedding(vector_pool, settings), embedding(vector_pool, settings):
         await until_embedded(vector_pool)
-    texts = scripted.embeddings.texts
+    texts = scripted_openai.embeddings.texts
     assert len(texts) == 60 and set(Counter(texts).values()) == {1}
-    assert max(len(call["input"]) for call in scripted.embeddings.calls) == 3
+    assert max(len(call["input"]) for call in scripted_openai.embeddings.calls) == 3
 
 
 async def test_failed_embedding_requests_are_retried(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext
 ) -> None:
     thread_id = await new_thread(vector_pool, alice)
     await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
-    scripted.embeddings.failures = [500, 429, 503]
-    async with embedding(vector_pool, embeddings_settings(scripted)):
+    scripted_openai.embeddings.failures = [500, 429, 503]
+    async with embedding(vector_pool, embeddings_settings(scripted_openai)):
         await until_embedded(vector_pool)
     # The client's own retries: three failures, then the batch.
-    assert [len(call["input"]) for call in scripted.embeddings.calls] == [4, 4, 4, 4]
+    assert [len(call["input"]) for call in scripted_openai.embeddings.calls] == [4, 4, 4, 4]
 
 
 async def test_a_chunk_the_endpoint_refuses_waits_without_holding_up_the_others(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext
 ) -> None:
     thread_id = await new_thread(vector_pool, alice)
     await add_document(vector_pool, alice, thread_id, "notes.md", [*SECTIONS, ("Bad", "POISON")])
-    scripted.embeddings.refused = {"POISON"}
-    settings = embeddings_settings(scripted, embeddings_batch=1)
+    scripted_openai.embeddings.refused = {"POISON"}
+    settings = embeddings_settings(scripted_openai, embeddings_batch=1)
     waiting = """
         SELECT c.body, e.attempts, e.lease_until > now() FROM document_embeddings e
         JOIN document_chunks c USING (document_id, seq) WHERE e.embedding IS NULL
@@ -463,20 +445,22 @@ async def test_a_chunk_the_endpoint_refuses_waits_without_holding_up_the_others(
             await asyncio.sleep(0.05)
     [(body, attempts, waits)] = rows
     assert body == "POISON" and attempts >= 1 and waits
-    refused = [call for call in scripted.embeddings.calls if call["input"] == ["Bad\nPOISON"]]
+    refused = [
+        call for call in scripted_openai.embeddings.calls if call["input"] == ["Bad\nPOISON"]
+    ]
     assert 1 <= len(refused) <= 2  # a 400 is not retried by the client; 1 s, then 2 s later
 
 
 async def test_search_ranks_by_full_text_while_embeddings_fail_then_by_meaning_again(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext,
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     thread_id = await new_thread(vector_pool, alice)
     await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
     scope = Scope(alice.user_id, thread_id)
     caplog.set_level(logging.INFO, logger="workbench.documents")
-    scripted.embeddings.failures = [503] * 1000
-    settings = embeddings_settings(scripted, embeddings_max_retries=1)
+    scripted_openai.embeddings.failures = [503] * 1000
+    settings = embeddings_settings(scripted_openai, embeddings_max_retries=1)
     async with embedding(vector_pool, settings) as embedder:
         semantic = vector_search(embedder)
         assert await embedder.ready()
@@ -484,9 +468,9 @@ async def test_search_ranks_by_full_text_while_embeddings_fail_then_by_meaning_a
             words = await search_passages(vector_pool, scope, "payable invoices", 5, semantic)
             assert bodies(words) == [INVOICES]
         assert await embedded_count(vector_pool, "embed-test", None) == 0
-        assert len(scripted.embeddings.calls) >= 5  # 2 (one retry) per batch, and 3 queries
+        assert len(scripted_openai.embeddings.calls) >= 5  # 2 (one retry) per batch, and 3 queries
 
-        scripted.embeddings.failures = []  # the endpoint is back: embedded at the next try
+        scripted_openai.embeddings.failures = []  # the endpoint is back: embedded at the next try
         await until_embedded(vector_pool)
         found = await search_passages(vector_pool, scope, PARAPHRASE, 5, semantic)
     assert bodies(found)[0] == GARAGE
@@ -499,8 +483,27 @@ async def test_search_ranks_by_full_text_while_embeddings_fail_then_by_meaning_a
     assert any(m.startswith("document search: queries are embedded again") for m in infos)
 
 
+async def test_a_slow_query_embedding_is_not_waited_for(
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    thread_id = await new_thread(vector_pool, alice)
+    await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
+    async with embedding(vector_pool, embeddings_settings(scripted_openai)) as embedder:
+        await until_embedded(vector_pool)
+        scripted_openai.embeddings.delay = 1.5
+        semantic = VectorSearch(embedder.client, embedder.ready, 0.3)
+        started = time.monotonic()
+        words = await search_passages(vector_pool, Scope(alice.user_id, thread_id),
+                                      "payable invoices", 5, semantic)  # fmt: skip
+        took = time.monotonic() - started
+        scripted_openai.embeddings.delay = 0.0
+    assert bodies(words) == [INVOICES] and took < 1.0
+    assert any("gave no answer within 0.3 s" in r.getMessage() for r in caplog.records)
+
+
 async def test_a_vector_extension_installed_later_is_taken_up(
-    vector_pool: AsyncConnectionPool, scripted: ScriptedOpenAI, alice: RequestContext
+    vector_pool: AsyncConnectionPool, scripted_openai: ScriptedOpenAI, alice: RequestContext
 ) -> None:
     """As if migration 0004 ran before pgvector was installed: chunks indexed meanwhile are
     embedded once the server (starting with an embeddings model) creates the table."""
@@ -511,7 +514,7 @@ async def test_a_vector_extension_installed_later_is_taken_up(
         assert await vector_support(conn) == "available"
     thread_id = await new_thread(vector_pool, alice)
     await add_document(vector_pool, alice, thread_id, "notes.md", SECTIONS)
-    async with embedding(vector_pool, embeddings_settings(scripted)) as embedder:
+    async with embedding(vector_pool, embeddings_settings(scripted_openai)) as embedder:
         assert await embedder.ready()
         await until_embedded(vector_pool)
         found = await search_passages(vector_pool, Scope(alice.user_id, thread_id), PARAPHRASE,

@@ -15,6 +15,7 @@ from workbench.documents.embeddings import (
     FULL_TEXT_ALONE,
     EmbeddingsClient,
     EmbeddingsError,
+    backlog,
     vector_support,
 )
 from workbench.sandbox.bubblewrap import sandbox_problem
@@ -86,19 +87,20 @@ async def _check_document_search(
         report(False, f"embeddings: {error}",
                "check WORKBENCH_EMBEDDINGS_MODEL and WORKBENCH_EMBEDDINGS_BASE_URL / "
                "WORKBENCH_EMBEDDINGS_API_KEY (or the provider's)")  # fmt: skip
-    finally:
-        await client.aclose()
     async with pool.connection() as conn:
         support = await vector_support(conn)
+        waiting, passages = await backlog(conn, client) if support == "ready" else (0, 0)
+    await client.aclose()
     if support == "missing":
         out.write(
             f"[WARNING] {FULL_TEXT_ALONE}\n          fix: install pgvector on the Postgres "
             "server (Debian: postgresql-NN-pgvector), or unset DATABASE_URL to use the "
             "embedded Postgres, which has it\n"
         )
-    else:
-        note = "" if support == "ready" else " (the server creates its table as it starts)"
-        report(True, f"document search: full-text and semantic ranking (pgvector){note}", "")
+        return
+    note = (f"; {waiting} of {passages} passages still to embed" if support == "ready"
+            else " (the server creates its table as it starts)")  # fmt: skip
+    report(True, f"document search: full-text and semantic ranking (pgvector){note}", "")
 
 
 async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:

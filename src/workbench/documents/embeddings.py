@@ -171,6 +171,22 @@ async def vector_support(conn: AsyncConnection[Any]) -> str:
     return "ready" if row[0] else ("available" if row[1] else "missing")
 
 
+async def backlog(conn: AsyncConnection[Any], client: EmbeddingsClient) -> tuple[int, int]:
+    """How many passages still want an embedding of ``client``'s model, of how many."""
+    cursor = await conn.execute(
+        """
+        SELECT count(*) FILTER (WHERE embedding IS NULL OR model IS DISTINCT FROM %s
+                                   OR coalesce(dimensions, 0) <> %s),
+               count(*)
+        FROM document_embeddings
+        """,
+        (client.model, client.dimensions or 0),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 def start_embedder(pool: AsyncConnectionPool, settings: Settings) -> DocumentEmbedder | None:
     """The background embedder, started, when an embeddings model is configured."""
     client = EmbeddingsClient.configured(settings)

@@ -37,6 +37,8 @@ _HEADLINE = (
     "StartSel=**, StopSel=**, HighlightAll=false"
 )
 ChunkKey = tuple[str, int]  # (document id, chunk number)
+# For the snippets of a query of stop words only, which has no tsquery of its own.
+_MATCHES_NOTHING = "'x' & !'x'"
 
 
 @dataclass
@@ -89,8 +91,7 @@ async def _hybrid(
     by_words = await full_text_ranking(conn, scope, tsquery, depth) if tsquery else []
     by_meaning = await semantic.ranking(conn, scope, vector, depth)
     keys = reciprocal_rank_fusion([by_words, by_meaning], limit)
-    # A query of stop words only has no tsquery; one that matches nothing stands in for it.
-    found = await passages(conn, keys, tsquery or "'x' & !'x'")
+    found = await passages(conn, keys, tsquery or _MATCHES_NOTHING)
     return with_openings(found, set(by_words))
 
 
