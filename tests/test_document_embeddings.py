@@ -331,8 +331,10 @@ async def test_doctor_says_which_ranking_search_uses(
     plain = await doctor_says(database_url, tmp_path, **model)
     hybrid = await doctor_says(vector_url, tmp_path, **model)
     unset = await doctor_says(vector_url, tmp_path)
-    scripted_openai.embeddings.failures = [500] * 10
+    scripted_openai.embeddings.failures = [500]
     failing = await doctor_says(vector_url, tmp_path, **model)
+    scripted_openai.embeddings.failures = [200]  # an error body, with 200 OK
+    garbled = await doctor_says(vector_url, tmp_path, **model)
 
     answers = f"[ok] embeddings: embed-test at {scripted_openai.base_url}/ answers (64 dimensions)"
     assert answers in plain and f"[WARNING] {FULL_TEXT_ALONE}" in plain
@@ -346,7 +348,8 @@ async def test_doctor_says_which_ranking_search_uses(
     assert "embeddings" not in unset.replace("WORKBENCH_EMBEDDINGS_MODEL", "")
     assert "[PROBLEM] embeddings: embed-test at" in failing
     assert "answered HTTP 500: scripted failure 500" in failing
-    assert len(scripted_openai.embeddings.calls) == 3  # one try each: a doctor does not retry
+    assert "answered something other than embeddings" in garbled
+    assert len(scripted_openai.embeddings.calls) == 4  # one try each: a doctor does not retry
 
 
 # -- the background embedder ---------------------------------------------------------------------

@@ -93,6 +93,13 @@ class EmbeddingsClient:
                     encoding_format="float",
                     dimensions=self.dimensions if self.dimensions else openai.omit,
                 )
+            # Not validated by the client: a server may answer anything.
+            items = sorted(response.data, key=lambda item: int(item.index))
+            vectors = [[float(x) for x in item.embedding] for item in items]
+        except (TypeError, ValueError, AttributeError) as error:
+            raise EmbeddingsError(
+                f"{self.where} answered something other than embeddings ({error})"
+            ) from None
         except TimeoutError:
             raise EmbeddingsError(f"{self.where} gave no answer within {within:g} s") from None
         except openai.APIStatusError as error:
@@ -101,9 +108,7 @@ class EmbeddingsClient:
             ) from None
         except openai.APIError as error:  # connection errors, timeouts, unreadable answers
             raise EmbeddingsError(f"{self.where}: {type(error).__name__}: {error}") from None
-        return self._checked(
-            len(texts), [item.embedding for item in sorted(response.data, key=lambda i: i.index)]
-        )
+        return self._checked(len(texts), vectors)
 
     def _checked(self, expected: int, vectors: list[Vector]) -> list[Vector]:
         if len(vectors) != expected:
