@@ -55,9 +55,11 @@ BEGIN
     CREATE INDEX document_embeddings_waiting ON document_embeddings (document_id DESC, seq)
         WHERE embedding IS NULL;
     -- Stale rows are found as the two ranges around the configured (model, dimensions).
+    -- Both indexes hold embedded rows only: a chunk being indexed updates neither.
     CREATE INDEX document_embeddings_by_model
-        ON document_embeddings (model, (coalesce(dimensions, 0)));
-    CREATE INDEX document_embeddings_by_thread ON document_embeddings (thread_id, owner);
+        ON document_embeddings (model, (coalesce(dimensions, 0))) WHERE embedding IS NOT NULL;
+    CREATE INDEX document_embeddings_by_thread ON document_embeddings (thread_id, owner)
+        WHERE embedding IS NOT NULL;
     CREATE OR REPLACE FUNCTION workbench_chunks_to_embed() RETURNS trigger
     LANGUAGE plpgsql AS $trigger$
     BEGIN
