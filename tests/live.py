@@ -17,7 +17,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from tests.embeddings_server import EmbeddingsEndpoint
 from workbench.agent.models import ModelCatalog
@@ -201,7 +201,8 @@ def _completed_response(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ScriptedOpenAI(_ThreadedUvicorn):
-    def __init__(self) -> None:
+    def __init__(self, routes: Sequence[BaseRoute] = ()) -> None:
+        """``routes``: more of the API to serve (``tests.openai_files``)."""
         self.steps: list[Step] = []
         self.requests: list[dict[str, Any]] = []
         self.transcriptions: list[dict[str, Any]] = []
@@ -216,6 +217,7 @@ class ScriptedOpenAI(_ThreadedUvicorn):
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/audio/transcriptions", self._transcribe, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings.serve, methods=["POST"]),
+            *routes,
         ])  # fmt: skip
         super().__init__(app)
 

@@ -20,6 +20,10 @@ openai-chatkit 1.6.5
 openai-agents 0.24.0
 * ``agents.models.fake_id.FAKE_RESPONSES_ID`` — ``agent/stream.py`` and ``agent/session.py``
   re-key Chat Completions items.
+* ``FileSearchTool`` is a dataclass, serialised from its fields into each request
+  (``Converter._convert_tool``), and ``include_search_results`` makes the request ask for
+  ``file_search_call.results`` — ``tools/file_search.py`` gives each turn a copy naming the
+  thread's vector store.
 
 simpleeval 1.0.8
 * ``SimpleEval.nodes`` and its ``_eval_name`` / ``_eval_call`` / ``_eval_unaryop`` /
@@ -28,6 +32,7 @@ simpleeval 1.0.8
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import tomllib
@@ -37,7 +42,9 @@ from typing import get_args
 
 import chatkit.agents
 import chatkit.store
+from agents import FileSearchTool
 from agents.models import fake_id
+from agents.models.openai_responses import Converter
 from chatkit.agents import AgentContext, ResponseStreamConverter, ThreadItemConverter
 from chatkit.server import ChatKitServer
 from simpleeval import SimpleEval
@@ -101,6 +108,16 @@ def test_the_converter_wrapper_forwards_every_hook() -> None:
 def test_thread_item_converter_leaves_attachments_and_tags_to_us() -> None:
     for name in ("attachment_to_message_content", "tag_to_message_content"):
         assert "NotImplementedError" in inspect.getsource(getattr(ThreadItemConverter, name))
+
+
+def test_a_file_search_tool_copied_per_turn_is_what_the_request_sends() -> None:
+    template = FileSearchTool(vector_store_ids=[], include_search_results=True)
+    assert dataclasses.is_dataclass(template)
+    param, include = Converter._convert_tool(
+        dataclasses.replace(template, vector_store_ids=["vs_1"])
+    )
+    assert param == {"type": "file_search", "vector_store_ids": ["vs_1"]}
+    assert include == "file_search_call.results"
 
 
 def test_the_fake_id_of_chat_completions_items() -> None:

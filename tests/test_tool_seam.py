@@ -16,6 +16,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from agents import FunctionTool, function_tool
+from openai import AsyncOpenAI
 from psycopg_pool import AsyncConnectionPool
 
 from tests.live import (
@@ -53,13 +54,17 @@ async def plugins_of(tmp_path: Path, provider: Provider, **overrides: object) ->
     settings = Settings(_env_file=None, data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
     workspaces = Workspaces(tmp_path / "workspaces")
     kernels = KernelManager(settings, workspaces)
+    # As the app does: the OpenAI provider's client, for its hosted services.
+    openai = AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
     services = ToolServices(
         settings, provider, kernels, workspaces, UrlSigner(secrets.token_bytes(32), 60),
         open_blob_store(settings), AsyncConnectionPool("postgresql://unused", open=False),
+        openai=openai if provider == "openai" else None,
     )  # fmt: skip
     toolset = build_toolset(services)
     await toolset.aclose()
     await kernels.close()  # its cgroup, made when it was built
+    await openai.close()
     return toolset.plugins
 
 
@@ -93,6 +98,7 @@ LOCAL_TOOLS = [
 ]  # fmt: skip
 SEARXNG = {"searxng_url": "http://127.0.0.1:9"}
 DOCUMENTS = ["search_files", "add_to_search"]
+HOSTED_SEARCH = {"file_search": "openai", "openai_api_key": "sk-test"}
 
 
 @pytest.mark.parametrize(
@@ -112,6 +118,12 @@ DOCUMENTS = ["search_files", "add_to_search"]
             "openai",
             {"openai_web_search": False, "openai_image_generation": False, "file_search": "off"},
             LOCAL_TOOLS,
+        ),
+        ("openai", HOSTED_SEARCH, [*LOCAL_TOOLS, "web_search", "image_generation", "file_search"]),
+        (
+            "openai", {**HOSTED_SEARCH, **SEARXNG, "openai_web_search": False,
+                       "openai_image_generation": False},
+            [*LOCAL_TOOLS, "search_web", "file_search"],
         ),
     ],
 )  # fmt: skip

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from workbench.agent.models import ModelCatalog
 from workbench.config import Settings, load_settings
 from workbench.context import Authenticator
+from workbench.documents.hosted_deletions import OpenAIDeletions
 from workbench.errors import ApiError, error_response
 from workbench.files import downloads, uploads
 from workbench.files.attachments import WorkbenchAttachmentStore
@@ -63,6 +64,14 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
                 await attachments.forget_thread(deleted)
 
             store.on_thread_deleted(forget_thread)
+            # Only the OpenAI provider's client can pay what hosted file search owes OpenAI.
+            openai = models.client if models.provider == "openai" else None
+            deletions = None
+            if openai is not None:
+                deletions = OpenAIDeletions(database.pool, openai, settings.openai_delete_retry)
+                deletions.start()
+                store.on_thread_deleted(deletions.owed)
+                store.on_attachment_deleted(deletions.owed)
             collector = asyncio.create_task(attachments.collect_stale_uploads())
             app.state.database = database
             app.state.authenticate = authenticate
@@ -71,8 +80,9 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             app.state.kernels = kernels
             app.state.attachments = attachments
             services = ToolServices(
-                settings, models.provider, kernels, workspaces, signer, blobs, database.pool
-            )
+                settings, models.provider, kernels, workspaces, signer, blobs, database.pool,
+                openai=openai,
+            )  # fmt: skip
             toolset = build_toolset(services)
             app.state.server = WorkbenchServer(
                 store, settings, models, attachments, workspaces, toolset
@@ -82,6 +92,8 @@ def create_app(settings: Settings | None = None, catalog: ModelCatalog | None = 
             finally:
                 collector.cancel()
                 await toolset.aclose()
+                if deletions is not None:
+                    await deletions.close()
                 await kernels.close()
                 await blobs.close()
                 if catalog is None:  # ours: its HTTP client closes on this loop, not in a GC

@@ -330,6 +330,20 @@ class Settings(BaseSettings):
         description="Seconds a search waits for its query's embedding before it ranks by "
         "full-text alone.",
     )  # fmt: skip
+    openai_vector_store_idle_days: int = Field(
+        default=7, ge=1, le=365,
+        description="Days a thread's OpenAI vector store may go unused before OpenAI expires "
+        "it (file_search=openai); it is rebuilt on the thread's next turn.",
+    )  # fmt: skip
+    openai_indexing_wait: float = Field(
+        default=60.0, ge=0,
+        description="Seconds a turn waits for OpenAI to index the documents it brings.",
+    )  # fmt: skip
+    openai_delete_retry: float = Field(
+        default=10.0, gt=0,
+        description="Seconds before a failed deletion at OpenAI is tried again (doubling each "
+        "time, up to an hour).",
+    )  # fmt: skip
 
     @field_validator("secret_key")
     @classmethod
@@ -381,6 +395,11 @@ class Settings(BaseSettings):
             )
         if self.provider == "openai" and not self.openai_api_key:
             raise ValueError("WORKBENCH_PROVIDER=openai needs OPENAI_API_KEY")
+        if self.file_search == "openai" and self.resolved_provider != "openai":
+            raise ValueError(
+                "WORKBENCH_FILE_SEARCH=openai needs the OpenAI provider (OPENAI_API_KEY); "
+                "use WORKBENCH_FILE_SEARCH=postgres with other providers"
+            )
         if self.provider == "chat_completions" and not self.chat_completions_base_url:
             raise ValueError(
                 "WORKBENCH_PROVIDER=chat_completions needs WORKBENCH_CHAT_COMPLETIONS_BASE_URL"

@@ -15,13 +15,26 @@ Neutral ground between ``agent/`` (which runs the model and dispatches what it s
   image's bytes become a URL, say: ``ConverterWrapper``) and rewrite its own items on their
   way into and out of the thread's model transcript (``transcript_saving`` /
   ``transcript_replaying``: bytes that belong in the blob store, not in Postgres).
+* What a plug-in offers may depend on the thread: ``turn_tool`` gives this turn's definition
+  (a hosted file search names the thread's vector store) or none, and only the tools offered
+  bring their instructions. ``TurnContext.notes`` carries what a plug-in learnt as the turn
+  started (documents that cannot be searched) into that turn's system prompt.
 * ``Toolset`` is the plug-ins of one server, built by ``tools.registry``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from agents import FunctionTool, Tool
@@ -60,15 +73,45 @@ class TurnContext(AgentContext[RequestContext]):
     tool_state: dict[str, Any] = Field(default_factory=dict)
     # Sources the answer may cite as ``[n]``, numbered across every search of this turn.
     citable: dict[int, Source] = Field(default_factory=dict)
+    # Lines for this turn's system prompt, from plug-ins as the turn starts.
+    notes: list[str] = Field(default_factory=list)
     _held: list[ThreadStreamEvent] | None = PrivateAttr(default=None)
+    _relayed: asyncio.Queue[ThreadStreamEvent | None] | None = PrivateAttr(default=None)
     # Every task shown this turn: the workflow holding it, and its title should it be stopped.
     _shown: list[tuple[Task, WorkflowItem, str]] = PrivateAttr(default_factory=list)
 
     async def stream(self, event: ThreadStreamEvent) -> None:
         if self._held is not None:
             self._held.append(event)
+        elif self._relayed is not None:
+            self._relayed.put_nowait(event)
         else:
             await super().stream(event)
+
+    async def relaying(self, work: Awaitable[None]) -> AsyncGenerator[ThreadStreamEvent, None]:
+        """Run ``work`` (the turn's start), yielding what it streams as it streams it.
+
+        Before the model's stream begins nobody else would send it: a task a plug-in shows
+        while it waits for documents to be indexed would reach the client only once done.
+        """
+        queue: asyncio.Queue[ThreadStreamEvent | None] = asyncio.Queue()
+        self._relayed = queue
+        running = asyncio.ensure_future(work)
+        running.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            self._relayed = None  # from now on, to ChatKit's queue: read after these
+            while not queue.empty():  # streamed (by a task it started) after it returned
+                if (late := queue.get_nowait()) is not None:
+                    yield late
+            await running  # what it raised
+        finally:
+            self._relayed = None
+            if not running.done():  # a Stop: the work stops with the turn
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[list[ThreadStreamEvent]]:
@@ -162,6 +205,11 @@ class ToolPlugin:
 
     def tool(self) -> Tool:
         raise NotImplementedError
+
+    def turn_tool(self, turn: TurnContext, tool: Tool) -> Tool | None:
+        """What this turn offers: ``tool`` (``tool()``, built once), one made for the thread
+        (after ``turn_started``), or None to offer nothing this turn."""
+        return tool
 
     def demo_trigger(self, text: str) -> str | None:
         """The arguments the offline demo model calls this tool with for ``text``, if any."""
@@ -297,7 +345,6 @@ class Toolset:
         if len(self._by_id) != len(self.plugins):
             raise ValueError("two tool plug-ins share an id")
         # Built once: every turn asks for them.
-        self._instructions = "\n".join(p.instructions for p in self.plugins if p.instructions)
         self._include = list(dict.fromkeys(n for p in self.plugins for n in p.response_include))
         self._triggers = {plugin.id: plugin.demo_trigger for plugin in self.plugins}
         self._answers = {plugin.id: plugin.demo_answer for plugin in self.plugins}
@@ -315,11 +362,18 @@ class Toolset:
     def get(self, plugin_id: str) -> ToolPlugin | None:
         return self._by_id.get(plugin_id)
 
-    def tools(self) -> list[Tool]:
-        return list(self._tools)
+    def tools(self, turn: TurnContext) -> list[Tool]:
+        """The tools offered this turn."""
+        return [tool for _, tool in self._offered(turn)]
 
-    def instructions(self) -> str:
-        return self._instructions
+    def instructions(self, turn: TurnContext) -> str:
+        """The instructions of the tools offered this turn."""
+        return "\n".join(p.instructions for p, _ in self._offered(turn) if p.instructions)
+
+    def _offered(self, turn: TurnContext) -> Iterator[tuple[ToolPlugin, Tool]]:
+        for plugin, built in zip(self.plugins, self._tools, strict=True):
+            if (tool := plugin.turn_tool(turn, built)) is not None:
+                yield plugin, tool
 
     def response_include(self) -> list[str]:
         return list(self._include)

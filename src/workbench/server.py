@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -194,10 +195,22 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             await session.rewind()  # threads.retry_after_item: answer this message afresh
         converter = WorkbenchConverter(self.attachments, self.workspaces, context, thread.id)
         agent_input = await converter.to_agent_input(message) if message else []
-        await toolset.turn_started(agent_context, message)
+        # Active from here: a Stop while the tools take in the message (documents being
+        # indexed) is handled like one mid-answer.
+        self._active[thread.id] = _ActiveRun(session, agent_input, agent_context, toolset)
+        try:
+            async with aclosing(
+                agent_context.relaying(toolset.turn_started(agent_context, message))
+            ) as shown:
+                async for event in shown:
+                    yield event
+        except Exception:
+            self._active.pop(thread.id, None)
+            raise
         result = Runner.run_streamed(
             self._agent(
                 toolset,
+                agent_context,
                 model_name,
                 options.tool_choice.id if options and options.tool_choice else None,
             ),
@@ -208,7 +221,6 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             run_config=RunConfig(workflow_name="Workbench chat", group_id=thread.id),
             error_handlers={"model_refusal": _keep_refusal},
         )
-        self._active[thread.id] = _ActiveRun(session, agent_input, agent_context, toolset)
         adapted = AdaptedRun(
             result,
             lambda: self.store.generate_item_id("message", thread, context),
@@ -245,7 +257,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             )
 
     def _agent(
-        self, toolset: Toolset, model_name: str, tool_choice: str | None
+        self, toolset: Toolset, turn: TurnContext, model_name: str, tool_choice: str | None
     ) -> Agent[TurnContext]:
         reasoning = None
         if self.catalog.provider == "openai" and (
@@ -254,7 +266,9 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             reasoning = Reasoning(
                 effort=self.settings.reasoning_effort, summary=self.settings.reasoning_summary
             )
-        instructions = "\n\n".join(filter(None, [INSTRUCTIONS, toolset.instructions()]))
+        instructions = "\n\n".join(
+            filter(None, [INSTRUCTIONS, toolset.instructions(turn), *turn.notes])
+        )
         if self.settings.instructions:
             instructions += "\n\n" + self.settings.instructions
         return Agent[TurnContext](
@@ -266,7 +280,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
                 reasoning=reasoning,
                 response_include=toolset.response_include() or None,
             ),
-            tools=toolset.tools(),
+            tools=toolset.tools(turn),
         )
 
     async def _latest_item(

@@ -48,6 +48,16 @@ class WebSearch:
 
 
 @dataclass
+class FileSearch:
+    """A hosted file search call: its queries and what it found, as the Responses API gives
+    each result (``file_id``, ``filename``, ``score``, ``text``, ``attributes``)."""
+
+    queries: list[str]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "completed"  # or "failed"
+
+
+@dataclass
 class ImageGeneration:
     """A hosted image generation call: ``partials`` then ``result`` (base64 images); no
     result and ``status="failed"`` for a call that fails."""
@@ -57,7 +67,7 @@ class ImageGeneration:
     status: str = "completed"
 
 
-OutputPart = Text | Refusal | Reasoning | FunctionCall | WebSearch | ImageGeneration
+OutputPart = Text | Refusal | Reasoning | FunctionCall | WebSearch | FileSearch | ImageGeneration
 
 
 def chunks(text: str, size: int) -> list[str]:
@@ -124,6 +134,8 @@ def _item_events(
 
     if isinstance(part, WebSearch):
         return (yield from _web_search_events(part, item_id, event))
+    if isinstance(part, FileSearch):
+        return (yield from _file_search_events(part, item_id, event))
     if isinstance(part, ImageGeneration):
         return (yield from _image_events(part, item_id, event))
 
@@ -204,6 +216,25 @@ def _web_search_events(
     sources = [{"type": "url", "url": url} for url in part.sources]
     action = {"type": "search", "query": part.query, "sources": sources}
     done = {**item, "status": part.status, "action": action}
+    yield event("response.output_item.done", item=done)
+    return done
+
+
+def _file_search_events(
+    part: FileSearch, item_id: str, event: Callable[..., dict[str, Any]]
+) -> Generator[dict[str, Any], None, dict[str, Any]]:
+    # The queries and results come with the finished item only (the results only when the
+    # request asked for ``file_search_call.results``).
+    item: dict[str, Any] = {
+        "type": "file_search_call", "id": item_id, "status": "in_progress", "queries": [],
+        "results": None,
+    }  # fmt: skip
+    yield event("response.output_item.added", item=item)
+    yield event("response.file_search_call.in_progress", item_id=item_id)
+    yield event("response.file_search_call.searching", item_id=item_id)
+    if part.status == "completed":
+        yield event("response.file_search_call.completed", item_id=item_id)
+    done = {**item, "status": part.status, "queries": part.queries, "results": part.results}
     yield event("response.output_item.done", item=done)
     return done
 

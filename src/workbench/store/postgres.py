@@ -61,12 +61,14 @@ class DeletedThread:
 
 
 ThreadDeletionHook = Callable[[DeletedThread], Awaitable[None]]
+AttachmentDeletionHook = Callable[[str], Awaitable[None]]
 
 
 class PostgresStore(Store[RequestContext]):
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
         self._thread_deletion_hooks: list[ThreadDeletionHook] = []
+        self._attachment_deletion_hooks: list[AttachmentDeletionHook] = []
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -300,6 +302,16 @@ class PostgresStore(Store[RequestContext]):
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"Attachment {attachment_id} not found")
+        for hook in self._attachment_deletion_hooks:
+            try:
+                await hook(attachment_id)
+            except Exception:  # as for threads: the row is gone, the hook's own GC collects
+                logger.exception("attachment deletion hook %r failed for %s", hook, attachment_id)
+
+    def on_attachment_deleted(self, hook: AttachmentDeletionHook) -> None:
+        """Register cleanup outside the database, run after an attachment's row is deleted
+        (its thread's deletion runs the thread hooks instead)."""
+        self._attachment_deletion_hooks.append(hook)
 
     # -- feedback --------------------------------------------------------------------------
 

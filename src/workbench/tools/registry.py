@@ -10,6 +10,7 @@ from __future__ import annotations
 from workbench.plugins import Toolset
 from workbench.tools import (
     calculator,
+    file_search,
     files,
     image_generation,
     python,
@@ -27,6 +28,7 @@ _MODULES = (
     search_web,
     image_generation,
     search_files,
+    file_search,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from openai import AsyncOpenAI
 from psycopg_pool import AsyncConnectionPool
 
 from workbench.config import Settings
@@ -25,3 +26,4 @@ class ToolServices:
     signer: UrlSigner
     blobs: BlobStore
     pool: AsyncConnectionPool  # the database, for tools that keep state there
+    openai: AsyncOpenAI | None = None  # the OpenAI provider's client, for its hosted services
