@@ -5,7 +5,8 @@
 * ``ScriptedOpenAI`` is a local stand-in for the OpenAI API: it serves scripted Responses SSE
   (``POST /v1/responses``) and Chat Completions chunks (``POST /v1/chat/completions``), one
   scripted step per request, and records every request body, so tests drive the real
-  ``openai`` client end to end.
+  ``openai`` client end to end; and deterministic embeddings (``POST /v1/embeddings``,
+  ``tests.embeddings_server``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from tests.embeddings_server import EmbeddingsEndpoint
 from workbench.agent.models import ModelCatalog
 from workbench.agent.response_events import OutputPart, Text, response_events
 from workbench.app import create_app
@@ -208,11 +210,13 @@ class ScriptedOpenAI(_ThreadedUvicorn):
         # Per request: True once the whole answer was sent, False if the client hung up first,
         # None while it is still streaming.
         self.finished: list[bool | None] = []
+        self.embeddings = EmbeddingsEndpoint()
         app = Starlette(routes=[
             Route("/v1/responses", self._serve, methods=["POST"]),
             Route("/v1/chat/completions", self._serve, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
             Route("/v1/audio/transcriptions", self._transcribe, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings.serve, methods=["POST"]),
             *routes,
         ])  # fmt: skip
         super().__init__(app)

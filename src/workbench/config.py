@@ -298,6 +298,38 @@ class Settings(BaseSettings):
     search_results: int = Field(
         default=5, ge=1, le=20, description="Passages one search_files call returns."
     )
+    # Semantic ranking: chunk embeddings from any OpenAI-compatible /v1/embeddings endpoint.
+    embeddings_model: str | None = Field(
+        default=None,
+        description="Embeddings model for semantic ranking of document search (fused with "
+        "full-text search); unset: full-text search alone.",
+    )
+    embeddings_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible server of the embeddings model (Ollama, vLLM...); unset: "
+        "the model provider's (OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_BASE_URL).",
+    )
+    embeddings_api_key: SecretStr | None = Field(
+        default=None, description="Key for WORKBENCH_EMBEDDINGS_BASE_URL; unset: the provider's."
+    )
+    embeddings_dimensions: int | None = Field(
+        default=None, ge=1, le=16000,
+        description="Dimensions asked of the model (text-embedding-3-*); unset: its own.",
+    )  # fmt: skip
+    embeddings_batch: int = Field(
+        default=64, ge=1, le=2048, description="Chunks embedded by one embeddings request."
+    )
+    embeddings_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds one background embeddings request may take."
+    )
+    embeddings_max_retries: int = Field(
+        default=4, ge=0, description="Retries of a failed embeddings request (429, 5xx, network)."
+    )
+    embeddings_query_timeout: float = Field(
+        default=3.0, gt=0,
+        description="Seconds a search waits for its query's embedding before it ranks by "
+        "full-text alone.",
+    )  # fmt: skip
     openai_vector_store_idle_days: int = Field(
         default=7, ge=1, le=365,
         description="Days a thread's OpenAI vector store may go unused before OpenAI expires "
@@ -332,9 +364,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://chat.example.com")
         return value.rstrip("/")
 
-    @field_validator("searxng_url")
+    @field_validator("searxng_url", "embeddings_base_url")
     @classmethod
-    def _absolute_searxng_url(cls, value: str | None) -> str | None:
+    def _absolute_service_url(cls, value: str | None) -> str | None:
         if not value:
             return None
         if not value.startswith(("http://", "https://")):
@@ -371,6 +403,15 @@ class Settings(BaseSettings):
         if self.provider == "chat_completions" and not self.chat_completions_base_url:
             raise ValueError(
                 "WORKBENCH_PROVIDER=chat_completions needs WORKBENCH_CHAT_COMPLETIONS_BASE_URL"
+            )
+        if (
+            self.embeddings_model
+            and not self.embeddings_base_url
+            and self.resolved_provider == "demo"
+        ):
+            raise ValueError(
+                "WORKBENCH_EMBEDDINGS_MODEL needs WORKBENCH_EMBEDDINGS_BASE_URL, or a model "
+                "provider (OPENAI_API_KEY or WORKBENCH_CHAT_COMPLETIONS_BASE_URL) to serve it"
             )
         return self
 

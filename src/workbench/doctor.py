@@ -7,8 +7,17 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from psycopg_pool import AsyncConnectionPool
+
 from workbench.agent.models import ModelCatalog
 from workbench.config import Settings
+from workbench.documents.embeddings import (
+    FULL_TEXT_ALONE,
+    EmbeddingsClient,
+    EmbeddingsError,
+    backlog,
+    vector_support,
+)
 from workbench.sandbox.bubblewrap import sandbox_problem
 from workbench.sandbox.cgroups import CgroupFactory
 from workbench.store import open_database
@@ -60,6 +69,40 @@ async def _check_searxng(settings: Settings, report: Callable[[bool, str, str], 
         await client.aclose()
 
 
+async def _check_document_search(
+    settings: Settings, pool: AsyncConnectionPool, report: Callable[[bool, str, str], None],
+    out: TextIO,
+) -> None:  # fmt: skip
+    if settings.file_search != "postgres":
+        return
+    client = EmbeddingsClient.configured(settings)
+    if client is None:
+        report(True, "document search: full-text (set WORKBENCH_EMBEDDINGS_MODEL to rank by "
+               "meaning too)", "")  # fmt: skip
+        return
+    try:
+        [vector] = await client.embed(["workbench"], within=10)
+        report(True, f"embeddings: {client.where} answers ({len(vector)} dimensions)", "")
+    except EmbeddingsError as error:
+        report(False, f"embeddings: {error}",
+               "check WORKBENCH_EMBEDDINGS_MODEL and WORKBENCH_EMBEDDINGS_BASE_URL / "
+               "WORKBENCH_EMBEDDINGS_API_KEY (or the provider's)")  # fmt: skip
+    async with pool.connection() as conn:
+        support = await vector_support(conn)
+        waiting, passages = await backlog(conn, client) if support == "ready" else (0, 0)
+    await client.aclose()
+    if support == "missing":
+        out.write(
+            f"[WARNING] {FULL_TEXT_ALONE}\n          fix: install pgvector on the Postgres "
+            "server (Debian: postgresql-NN-pgvector), or unset DATABASE_URL to use the "
+            "embedded Postgres, which has it\n"
+        )
+        return
+    note = (f"; {waiting} of {passages} passages still to embed" if support == "ready"
+            else " (the server creates its table as it starts)")  # fmt: skip
+    report(True, f"document search: full-text and semantic ranking (pgvector){note}", "")
+
+
 async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
     problems = 0
 
@@ -76,9 +119,11 @@ async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
             async with database.pool.connection() as conn:
                 await conn.execute("SELECT 1")
             pending = await pending_migrations(database.url)
-        report(True, f"database reachable ({where})")
-        report(not pending, f"migrations pending: {pending}" if pending else "migrations applied",
-               "run `workbench migrate` (the server also applies them at start-up)")  # fmt: skip
+            report(True, f"database reachable ({where})")
+            migrations = f"migrations pending: {pending}" if pending else "migrations applied"
+            fix = "run `workbench migrate` (the server also applies them at start-up)"
+            report(not pending, migrations, fix)
+            await _check_document_search(settings, database.pool, report, out)
     except Exception as error:
         report(False, f"database ({where}): {error}",
                "check DATABASE_URL, or unset it to use the embedded Postgres")  # fmt: skip

@@ -10,6 +10,8 @@
   snippet computed for the passages returned only.
 * Scoped by owner and thread in the same statement (the chunks carry both), so another
   user's or another thread's passages are never even ranked.
+* With embeddings (``documents.ranking``), a vector ranking of the same scope is fused with
+  the full-text one; whenever it is unavailable, full-text alone.
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from workbench.documents.embeddings import Vector
+from workbench.documents.ranking import (
+    VectorSearch,
+    candidates,
+    reciprocal_rank_fusion,
+    with_openings,
+)
+
 _HEADLINE = (
     'MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=" … ", '
     "StartSel=**, StopSel=**, HighlightAll=false"
 )
 ChunkKey = tuple[str, int]  # (document id, chunk number)
+# For the snippets of a query of stop words only, which has no tsquery of its own.
+_MATCHES_NOTHING = "'x' & !'x'"
 
 
 @dataclass
@@ -50,15 +62,37 @@ class Scope:
 
 
 async def search_passages(
-    pool: AsyncConnectionPool, scope: Scope, query: str, limit: int
+    pool: AsyncConnectionPool,
+    scope: Scope,
+    query: str,
+    limit: int,
+    semantic: VectorSearch | None = None,
 ) -> list[Passage]:
-    """The ``limit`` passages that best answer ``query``, best first."""
+    """The ``limit`` passages that best answer ``query``, best first; with ``semantic``, by
+    meaning too (``documents.ranking``)."""
+    # Embedded before a connection is taken: the endpoint may be slow.
+    vector = await semantic.query_vector(query) if semantic is not None else None
     async with pool.connection() as conn:
         tsquery = await _tsquery(conn, scope, query)
+        if semantic is not None and vector is not None:
+            return await _hybrid(conn, scope, tsquery, semantic, vector, limit)
         if tsquery is None:
             return []
         keys = await full_text_ranking(conn, scope, tsquery, limit)
         return await passages(conn, keys, tsquery)
+
+
+async def _hybrid(
+    conn: AsyncConnection[Any], scope: Scope, tsquery: str | None, semantic: VectorSearch,
+    vector: Vector, limit: int,
+) -> list[Passage]:  # fmt: skip
+    """The full-text and the vector rankings, fused."""
+    depth = candidates(limit)
+    by_words = await full_text_ranking(conn, scope, tsquery, depth) if tsquery else []
+    by_meaning = await semantic.ranking(conn, scope, vector, depth)
+    keys = reciprocal_rank_fusion([by_words, by_meaning], limit)
+    found = await passages(conn, keys, tsquery or _MATCHES_NOTHING)
+    return with_openings(found, set(by_words))
 
 
 async def _tsquery(conn: AsyncConnection[Any], scope: Scope, query: str) -> str | None:

@@ -42,6 +42,7 @@ from chatkit.types import (
 from workbench.documents.formats import kind_of
 from workbench.documents.indexer import DocumentIndexer
 from workbench.documents.library import DocumentLibrary, DocumentState
+from workbench.documents.ranking import VectorSearch, start_vector_search
 from workbench.documents.search import Passage, Scope, search_passages
 from workbench.files.attachments import attachment_url
 from workbench.files.downloads import workspace_file_url
@@ -75,7 +76,8 @@ def plugins(services: ToolServices) -> list[ToolPlugin]:
     library = DocumentLibrary(services.pool)
     indexer = DocumentIndexer(library, services.blobs, services.workspaces, services.settings)
     indexer.start()
-    return [SearchFilesTool(indexer, services), AddToSearchTool(indexer, services)]
+    semantic = start_vector_search(services.pool, services.settings)
+    return [SearchFilesTool(indexer, services, semantic), AddToSearchTool(indexer, services)]
 
 
 @dataclass
@@ -90,11 +92,13 @@ class SearchFilesTool(ToolPlugin):
     id = TOOL_NAME
     instructions = _INSTRUCTIONS
 
-    def __init__(self, indexer: DocumentIndexer, services: ToolServices) -> None:
+    def __init__(self, indexer: DocumentIndexer, services: ToolServices,
+                 semantic: VectorSearch | None) -> None:  # fmt: skip
         self._indexer = indexer
         self._library = indexer.library
         self._settings = services.settings
         self._signer = services.signer
+        self._semantic = semantic
 
     def tool(self) -> FunctionTool:
         @function_tool(name_override=TOOL_NAME, description_override=_DESCRIPTION)
@@ -125,6 +129,8 @@ class SearchFilesTool(ToolPlugin):
 
     async def aclose(self) -> None:
         await self._indexer.close()
+        if self._semantic is not None:
+            await self._semantic.aclose()
 
     # -- the documents a message brings ---------------------------------------------------
 
@@ -245,7 +251,7 @@ class SearchFilesTool(ToolPlugin):
         chosen = await self._wait_for(turn, task, chosen)
         scope = Scope(owner, thread_id, [d.same_as or d.id for d in chosen] if file else None)
         found = await search_passages(
-            self._library.pool, scope, query, self._settings.search_results
+            self._library.pool, scope, query, self._settings.search_results, self._semantic
         )
         sources = [_source(passage) for passage in found]
         numbers = turn.cite(sources)
