@@ -1,0 +1,370 @@
+"""Search benchmark: reading a document until it is searchable, and a query's latency as a
+thread grows.
+
+Prints, from one run against one throwaway database:
+
+* ingest: pages per second of a 200-page text PDF (fpdf2, ~3,000 characters of prose a page,
+  a heading every ten pages) through Workbench's real pipeline — a ``DocumentIndexer`` with
+  its background readers on a real pool, the file an attachment in a ``LocalBlobStore`` —
+  timed from queueing the document (``add_attachment``) until its status is ``ready`` (both
+  by Postgres's clock: the row's ``created_at`` and the ``updated_at`` of its last update),
+  over the speed of the extraction library itself on the same file measured in the same run:
+  pypdfium2 in this process, opening the file and taking every page's text
+  (``get_textpage`` + ``get_text_bounded``), its module already imported (target >= 0.8). A
+  round counts only if ``search_passages`` then finds the word only the last page has.
+* query: the p50 (and p90) of ``search_passages(pool, scope, query, limit=5)`` on a thread
+  of 100,000 chunks over the same on a thread of 1,000 (target <= 2), with 100,000 more
+  chunks in other threads and users, bulk-loaded with COPY and then VACUUM ANALYZEd. Queries
+  are what someone looking for a passage types: 2 or 3 distinct words (no stop words) of a
+  random passage of another thread; each query runs on both threads, alternately.
+
+The text: words from the Python reference manual's topics (``pydoc_data``, in every
+CPython: ~2,800 English words), drawn with Zipf frequencies (the n-th commonest word 1/n as
+often as the commonest), so a query matches as many passages as words of its rank do.
+
+Exit code 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydoc_data.topics import topics
+
+import numpy as np
+import pypdfium2 as pdfium
+from fpdf import FPDF
+from psycopg_pool import AsyncConnectionPool
+from tests.postgres_server import admin_server, throwaway_database
+
+from workbench.config import Settings
+from workbench.documents.indexer import DocumentIndexer
+from workbench.documents.library import DocumentLibrary
+from workbench.documents.search import Scope, search_passages
+from workbench.files.blobs import LocalBlobStore
+from workbench.sandbox.workspaces import Workspaces
+from workbench.store import open_pool
+from workbench.store.migrations import apply_migrations
+
+PAGES, PAGE_CHARS = 200, 3000
+NEEDLE = "quillwort"  # on the last page only: found once the whole document is searchable
+INGEST_ROUNDS = 7
+INGEST_TARGET = 0.8
+BIG, SMALL, OTHERS = 100_000, 1_000, 100_000
+CHUNKS_PER_DOCUMENT = 500
+CHUNK_WORDS = 180  # ~1,050 characters: the chunker cuts at 1,200
+QUERIES, QUERY_ROUNDS = 60, 5
+QUERY_TARGET = 2.0
+
+
+class Vocabulary:
+    """English words ranked by how often the reference manual uses them, drawn with Zipf
+    frequencies into sentences and paragraphs."""
+
+    def __init__(self, seed: int) -> None:
+        counts = collections.Counter(re.findall(r"\b(?:[a-z]{2,}|a)\b", " ".join(topics.values())))
+        self.words = np.array([word for word, _ in counts.most_common()], dtype=object)
+        weights = 1 / np.arange(1, len(self.words) + 1)
+        self.p = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+        self.lengths = random.Random(seed)
+
+    def draw(self, rows: int, words: int) -> np.ndarray:
+        return self.words[self.rng.choice(len(self.words), size=(rows, words), p=self.p)]
+
+    def sentences(self, words: list[str]) -> str:
+        out, start = [], 0
+        while start < len(words):
+            end = start + self.lengths.randint(6, 24)
+            sentence = " ".join(words[start:end])
+            out.append(sentence[0].upper() + sentence[1:] + ".")
+            start = end
+        return " ".join(out)
+
+    def page(self, chars: int) -> str:
+        paragraphs = [self.sentences(list(row)) for row in self.draw(chars // 300, 52)]
+        return "\n".join(paragraphs)
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+def make_pdf(path: Path, vocabulary: Vocabulary) -> None:
+    pdf = FPDF()
+    pdf.set_auto_page_break(False)
+    pdf.set_font("helvetica", size=10)
+    for index in range(PAGES):
+        pdf.add_page()
+        if index % 10 == 0:
+            pdf.start_section(f"Chapter {index // 10 + 1}: {' '.join(vocabulary.draw(1, 3)[0])}")
+        text = vocabulary.page(PAGE_CHARS)
+        if index == PAGES - 1:
+            text += f" The {NEEDLE} grows here."
+        pdf.multi_cell(0, 4.5, text)
+    pdf.output(str(path))
+    assert len(pdfium.PdfDocument(path)) == PAGES
+
+
+def library_speed(path: Path) -> float:
+    """Seconds pypdfium2 takes to open ``path`` and take every page's text, in-process."""
+    started = time.perf_counter()
+    pdf = pdfium.PdfDocument(path)
+    for index in range(len(pdf)):
+        page = pdf[index]
+        textpage = page.get_textpage()
+        textpage.get_text_bounded()
+        textpage.close()
+        page.close()
+    pdf.close()
+    return time.perf_counter() - started
+
+
+async def ingest_once(
+    pool: AsyncConnectionPool, library: DocumentLibrary, indexer: DocumentIndexer,
+    blobs: LocalBlobStore, pdf: bytes, round_: int,
+) -> float:  # fmt: skip
+    """Seconds from queueing the PDF as a new thread's attachment until it is ready."""
+    owner, thread, attachment = "reader", f"thr_ingest_{round_}", f"att_ingest_{round_}"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO threads (id, owner, created_at, data) VALUES (%s, %s, now(), '{}')",
+            (thread, owner),
+        )
+        await conn.execute(
+            "INSERT INTO attachments (id, owner, thread_id, data) VALUES (%s, %s, %s, '{}')",
+            (attachment, owner, thread),
+        )
+
+    async def content() -> Any:
+        yield pdf
+
+    await blobs.write(attachment, content(), "application/pdf")
+    document = await library.add_attachment(
+        owner, thread, attachment, "report.pdf", "application/pdf", "pdf"
+    )
+    assert document is not None
+    indexer.wake()
+    while True:  # the timing is Postgres's own; this only waits for the end
+        [state] = await library.states(owner, [document])
+        if not state.reading:
+            break
+        await asyncio.sleep(0.01)
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT status, pages_done, extract(epoch FROM updated_at - created_at) "
+            "FROM documents WHERE id = %s",
+            (document,),
+        )
+        status, pages_done, seconds = await cursor.fetchone()  # type: ignore[misc]
+    found = await search_passages(pool, Scope(owner, thread), NEEDLE, 5)
+    if status != "ready" or pages_done != PAGES or [p.page for p in found] != [PAGES]:
+        raise RuntimeError(f"not searchable: {status}, {pages_done} pages, hits {found}")
+    return float(seconds)
+
+
+async def ingest(url: str, root: Path) -> bool:
+    pdf = root / "report.pdf"
+    make_pdf(pdf, Vocabulary(seed=1))
+    settings = Settings(database_url=url, data_dir=root / "data", _env_file=None)
+    async with open_pool(url, settings) as pool:
+        blobs = LocalBlobStore(settings.data_dir / "blobs")
+        library = DocumentLibrary(pool)
+        indexer = DocumentIndexer(library, blobs, Workspaces(root / "workspaces"), settings)
+        indexer.start()
+        try:
+            library_speed(pdf)
+            content = pdf.read_bytes()
+            await ingest_once(pool, library, indexer, blobs, content, -1)  # warm caches
+            ours, theirs = [], []
+            for round_ in range(INGEST_ROUNDS):
+                await asyncio.sleep(0.5)  # let the server side settle before each
+                theirs.append(library_speed(pdf))
+                ours.append(await ingest_once(pool, library, indexer, blobs, content, round_))
+        finally:
+            await indexer.close()
+    ours_speed, their_speed = PAGES / statistics.median(ours), PAGES / statistics.median(theirs)
+    ratio = ours_speed / their_speed
+    ok = ratio >= INGEST_TARGET
+    print(
+        f"ingest, {PAGES}-page PDF ({pdf.stat().st_size // 1024} KiB), median of "
+        f"{INGEST_ROUNDS} interleaved rounds: queued to searchable {ours_speed:.0f} pages/s "
+        f"({statistics.median(ours) * 1e3:.0f} ms) / pypdfium2 alone {their_speed:.0f} pages/s "
+        f"({statistics.median(theirs) * 1e3:.0f} ms) = ratio {ratio:.2f} "
+        f"(target >= {INGEST_TARGET}) {'OK' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+# -- query -------------------------------------------------------------------------------
+
+
+def plan() -> Iterator[tuple[str, str, int]]:
+    """(owner, thread, chunks) of every thread loaded."""
+    yield "big", "thr_big", BIG
+    yield "small", "thr_small", SMALL
+    for user in range(20):
+        for thread in range(OTHERS // 20 // 1000):
+            yield f"other_{user}", f"thr_other_{user}_{thread}", 1000
+
+
+async def load(pool: AsyncConnectionPool, vocabulary: Vocabulary) -> None:
+    threads = list(plan())
+    async with pool.connection() as conn:
+        async with conn.cursor().copy(
+            "COPY threads (id, owner, created_at, data) FROM STDIN"
+        ) as copy:
+            for owner, thread, _ in threads:
+                await copy.write_row((thread, owner, "2026-01-01", "{}"))
+        async with conn.cursor().copy(
+            "COPY documents (id, owner, thread_id, path, name, mime_type, kind, status, pages,"
+            " pages_done, chunks, language) FROM STDIN"
+        ) as copy:
+            for owner, thread, chunks in threads:
+                for n in range(-(-chunks // CHUNKS_PER_DOCUMENT)):
+                    name = f"doc-{n}.pdf"
+                    await copy.write_row(
+                        (f"doc_{thread}_{n}", owner, thread, name, name, "application/pdf",
+                         "pdf", "ready", 170, 170, CHUNKS_PER_DOCUMENT, "english")
+                    )  # fmt: skip
+    halves = [threads[::2], threads[1::2]]  # two COPY streams: Postgres's tsvectors take a core
+    await asyncio.gather(*(load_chunks(pool, vocabulary, half) for half in halves))
+    async with pool.connection() as conn:
+        await conn.execute("VACUUM ANALYZE")
+
+
+async def load_chunks(
+    pool: AsyncConnectionPool, vocabulary: Vocabulary, threads: list[tuple[str, str, int]]
+) -> None:
+    async with pool.connection() as conn, conn.cursor().copy(
+        "COPY document_chunks (document_id, seq, owner, thread_id, page, heading, body, language)"
+        " FROM STDIN"
+    ) as copy:  # fmt: skip
+        for owner, thread, chunks in threads:
+            heading = ""
+            for start in range(0, chunks, 1000):
+                for n, words in enumerate(vocabulary.draw(min(1000, chunks - start), CHUNK_WORDS)):
+                    seq = start + n
+                    if seq % 30 == 0:
+                        heading = " ".join(vocabulary.draw(1, 3)[0]).title()
+                    await copy.write_row(
+                        (f"doc_{thread}_{seq // CHUNKS_PER_DOCUMENT}", seq % CHUNKS_PER_DOCUMENT,
+                         owner, thread, seq % CHUNKS_PER_DOCUMENT // 3 + 1, heading,
+                         vocabulary.sentences(list(words)), "english")
+                    )  # fmt: skip
+                await asyncio.sleep(0)  # let the other stream write too
+
+
+async def queries(pool: AsyncConnectionPool, seed: int) -> list[str]:
+    """2 or 3 distinct words, none a stop word, of each of some random passages."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT body FROM document_chunks TABLESAMPLE BERNOULLI (0.2) REPEATABLE (%s) "
+            "WHERE owner LIKE 'other%%' ORDER BY document_id, seq LIMIT %s",
+            (seed, QUERIES),
+        )
+        bodies = [str(row[0]) for row in await cursor.fetchall()]
+        words = sorted({w for body in bodies for w in re.findall(r"[a-z]+", body.lower())})
+        cursor = await conn.execute(
+            "SELECT w FROM unnest(%s::text[]) AS w WHERE to_tsvector('english', w) <> ''",
+            (words,),
+        )
+        content = {str(row[0]) for row in await cursor.fetchall()}
+    rng = random.Random(seed)
+    picked = []
+    for body in bodies:
+        candidates = sorted(set(re.findall(r"[a-z]+", body.lower())) & content)
+        picked.append(" ".join(rng.sample(candidates, rng.choice((2, 3)))))
+    return picked
+
+
+async def matches(pool: AsyncConnectionPool, thread: str, query: str) -> int:
+    """Chunks of ``thread`` holding every word of ``query``."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM document_chunks WHERE thread_id = %s AND tsv @@ "
+            "(websearch_to_tsquery('english', %s) || websearch_to_tsquery('simple', %s))",
+            (thread, query, query),
+        )
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def latencies(pool: AsyncConnectionPool, asked: list[str]) -> dict[str, list[float]]:
+    scopes = {"big": Scope("big", "thr_big"), "small": Scope("small", "thr_small")}
+    for query in asked:  # warm the pool, plans and caches
+        for scope in scopes.values():
+            await search_passages(pool, scope, query, 5)
+    times: dict[str, list[float]] = {name: [] for name in scopes}
+    for round_ in range(QUERY_ROUNDS):
+        for query in asked:
+            # Interleaved, each first half the time, so drift falls on both alike.
+            for name in sorted(scopes, reverse=round_ % 2 == 1):
+                started = time.perf_counter()
+                found = await search_passages(pool, scopes[name], query, 5)
+                times[name].append(time.perf_counter() - started)
+                assert found, f"nothing found for {query!r} in {name}"
+    return times
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * fraction))]
+
+
+async def query(url: str) -> bool:
+    settings = Settings(database_url=url, db_pool_min_size=2, _env_file=None)
+    async with open_pool(url, settings) as pool:
+        started = time.perf_counter()
+        await load(pool, Vocabulary(seed=2))
+        print(f"loaded {BIG + SMALL + OTHERS:,} chunks in {time.perf_counter() - started:.0f} s")
+        asked = await queries(pool, seed=3)
+        big_matches = [await matches(pool, "thr_big", q) for q in asked]
+        small_matches = [await matches(pool, "thr_small", q) for q in asked]
+        times = await latencies(pool, asked)
+    big, small = statistics.median(times["big"]), statistics.median(times["small"])
+    ratio = big / small
+    ok = ratio <= QUERY_TARGET
+    print(
+        f"query p50, {len(asked)} queries x {QUERY_ROUNDS} rounds: thread of {BIG:,} chunks "
+        f"{big * 1e3:.2f} ms (p90 {percentile(times['big'], 0.9) * 1e3:.2f}) / thread of "
+        f"{SMALL:,} chunks {small * 1e3:.2f} ms (p90 {percentile(times['small'], 0.9) * 1e3:.2f})"
+        f" = ratio {ratio:.2f} (target <= {QUERY_TARGET}) {'OK' if ok else 'MISSED'}"
+    )
+    print(
+        f"  chunks holding every word of a query: median {statistics.median(big_matches):.0f} "
+        f"(p90 {percentile(big_matches, 0.9):.0f}) of {BIG:,}; median "
+        f"{statistics.median(small_matches):.0f} (p90 {percentile(small_matches, 0.9):.0f}) "
+        f"of {SMALL:,}; e.g. {', '.join(repr(q) for q in asked[:4])}"
+    )
+    return ok
+
+
+async def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with (
+        admin_server() as admin_url,
+        tempfile.TemporaryDirectory(prefix="workbench-bench-search-") as tmp,
+    ):
+        with throwaway_database(admin_url, "workbench_bench_search") as url:
+            await apply_migrations(url)
+            ingested = await ingest(url, Path(tmp))
+        with throwaway_database(admin_url, "workbench_bench_search") as url:
+            await apply_migrations(url)
+            queried = await query(url)
+    return 0 if ingested and queried else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
