@@ -4,9 +4,10 @@ request's path.
 Each server process runs ``WORKBENCH_DOCUMENTS_WORKERS`` readers. A reader claims a document
 (``DocumentLibrary.claim``, a lease), copies its bytes to a private temporary file while
 hashing them (the same bytes already in the thread: a duplicate, not read again), reads it
-through the extraction subprocess and indexes its chunks page by page, so a search finds the
-first pages while the last are still being read. Whatever goes wrong with the file ends as a
-``failed`` document with a note for the user and the model; nothing here fails a turn.
+through the extraction subprocess and indexes its chunks while the next pages are read, so a
+search finds the first pages while the last are still being read, and little is left to index
+once the last page is read. Whatever goes wrong with the file ends as a ``failed`` document
+with a note for the user and the model; nothing here fails a turn.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from workbench.config import Settings
 from workbench.documents.chunks import Chunk, detect_language, language_model
 from workbench.documents.formats import DocumentError
 from workbench.documents.library import LEASE_SECONDS, Claimed, DocumentLibrary
-from workbench.documents.reader import Opened, ReadLimits, read_document
+from workbench.documents.reader import Extractors, Opened, ReadLimits
 from workbench.files.blobs import BlobNotFoundError, BlobStore
 from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import Workspaces
@@ -34,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 2.0  # seconds between looks for work queued by other processes
 _LANGUAGE_SAMPLE = 4000  # characters the language is detected from
-_BATCH_SECONDS = 0.25  # chunks are indexed at least this often while a document is read
-_BATCH_CHUNKS = 200
+# A transaction starts once this many chunks are waiting, or this long after the last one
+# began: fewer, larger transactions cost less than many small ones (each commits), and the
+# last, which the document waits for, stays small.
+_BATCH_CHUNKS = 50
+_BATCH_SECONDS = 0.25
 _COPY_BYTES = 1 << 20
 
 
@@ -52,15 +56,15 @@ class DocumentIndexer:
         self._blobs = blobs
         self._workspaces = workspaces
         self._settings = settings
-        self._limits = limits or ReadLimits.of(settings)
+        self._extractors = Extractors(limits or ReadLimits.of(settings))
         self._scratch = settings.data_dir / "tmp"
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
-        self._warm: asyncio.Task[object] | None = None
+        self._warm: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._scratch.mkdir(parents=True, exist_ok=True)
-        self._warm = asyncio.create_task(asyncio.to_thread(language_model))
+        self._warm = asyncio.create_task(self._prepare())
         self._workers = [
             asyncio.create_task(self._work(), name=f"document-reader-{n}")
             for n in range(self._settings.documents_workers)
@@ -79,6 +83,11 @@ class DocumentIndexer:
         self._workers = []
         if self._warm is not None:  # a thread: it cannot be cancelled, only awaited
             await self._warm
+        await self._extractors.close()
+
+    async def _prepare(self) -> None:
+        await self._restock()
+        await asyncio.to_thread(language_model)
 
     async def _work(self) -> None:
         while True:
@@ -118,6 +127,14 @@ class DocumentIndexer:
                 )
         finally:
             heartbeat.cancel()
+        await self._restock()
+
+    async def _restock(self) -> None:
+        """A spare extraction process for the next document, now that this one is done."""
+        try:
+            await self._extractors.restock()
+        except OSError:
+            logger.exception("starting a spare document reader failed; will start one per use")
 
     async def _keep_lease(self, document_id: str) -> None:
         while True:
@@ -162,32 +179,18 @@ class DocumentIndexer:
 
     async def _read(self, claimed: Claimed, copy: Path) -> str | None:
         """Index the document at ``copy``; a note on what could not be read, if any."""
-        pending: list[Chunk] = []
-        language: str | None = None
-        indexed = pages_done = 0
+        writer = _Writer(self.library, claimed)
         opened = Opened(None, None)
-        flushed = time.monotonic()
-        async for event in read_document(copy, claimed.kind, self._limits):
-            if isinstance(event, Opened):
-                opened = event
-                await self.library.opened(claimed.id, event.pages, event.total)
-                continue
-            pending += event.chunks
-            pages_done = event.pages_read
-            if language is None:
-                if sum(len(c.text) for c in pending) < _LANGUAGE_SAMPLE:
-                    continue
-                language = await _language_of(pending)
-            if len(pending) >= _BATCH_CHUNKS or time.monotonic() - flushed >= _BATCH_SECONDS:
-                await self.library.add_chunks(claimed, language, indexed, pending, pages_done)
-                indexed += len(pending)
-                pending, flushed = [], time.monotonic()
-        if pending or indexed == 0:
-            language = language or await _language_of(pending)
-            await self.library.add_chunks(
-                claimed, language, indexed, pending, opened.pages or pages_done
-            )
-            indexed += len(pending)
+        try:
+            async for event in self._extractors.read(copy, claimed.kind):
+                if isinstance(event, Opened):
+                    opened = event
+                    await self.library.opened(claimed.id, event.pages, event.total)
+                else:
+                    await writer.add(event.chunks, event.pages_read)
+            indexed = await writer.finish(opened.pages)
+        finally:
+            await writer.settle()
         if indexed == 0:
             scan = " (a scanned PDF without a text layer? it would need OCR)"
             raise DocumentError(
@@ -199,6 +202,66 @@ class DocumentIndexer:
                 "read for search (WORKBENCH_DOCUMENTS_MAX_PAGES)."
             )
         return None
+
+
+class _Writer:
+    """Indexes one document's chunks while the next are read: one transaction at a time, each
+    taking every chunk read since the one before began. The batches then grow and shrink with
+    the reading's pace, and once the last page is read little is left to index."""
+
+    def __init__(self, library: DocumentLibrary, claimed: Claimed) -> None:
+        self._library = library
+        self._claimed = claimed
+        self._pending: list[Chunk] = []
+        self._pages_done = 0
+        self._language: str | None = None  # detected from the first chunks
+        self._indexed = 0  # chunks handed to a transaction
+        self._pages_indexed = 0
+        self._writing: asyncio.Task[None] | None = None
+        self._began = time.monotonic()  # when the last transaction began
+
+    async def add(self, chunks: list[Chunk], pages_done: int) -> None:
+        self._pending += chunks
+        self._pages_done = pages_done
+        if self._language is None:
+            if sum(len(chunk.text) for chunk in self._pending) < _LANGUAGE_SAMPLE:
+                return
+            self._language = await _language_of(self._pending)
+        if self._writing is not None:
+            if not self._writing.done():
+                return
+            self._writing.result()  # its error, if it failed
+        waited = time.monotonic() - self._began
+        if len(self._pending) < _BATCH_CHUNKS and waited < _BATCH_SECONDS:
+            return
+        chunks, first = self._batch(self._pages_done)
+        self._writing = asyncio.create_task(
+            self._library.add_chunks(self._claimed, self._language, first, chunks, self._pages_done)
+        )
+
+    async def finish(self, pages: int | None) -> int:
+        """Index what is left; the number of chunks indexed."""
+        if self._writing is not None:
+            await self._writing
+        final = pages or self._pages_done
+        if self._pending or self._indexed == 0 or final > self._pages_indexed:
+            language = self._language or await _language_of(self._pending)
+            chunks, first = self._batch(final)
+            await self._library.add_chunks(self._claimed, language, first, chunks, final)
+        return self._indexed
+
+    async def settle(self) -> None:
+        """Wait for a transaction still running (the reading failed or was stopped)."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
+
+    def _batch(self, pages_done: int) -> tuple[list[Chunk], int]:
+        """The chunks pending, and the number of the first, for a transaction to index."""
+        chunks, first = self._pending, self._indexed
+        self._pending, self._indexed, self._pages_indexed = [], first + len(chunks), pages_done
+        self._began = time.monotonic()
+        return chunks, first
 
 
 async def _language_of(chunks: list[Chunk]) -> str:
