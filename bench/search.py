@@ -29,14 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
+import os
 import random
 import re
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,7 @@ from workbench.store.migrations import apply_migrations
 
 PAGES, PAGE_CHARS = 200, 3000
 NEEDLE = "quillwort"  # on the last page only: found once the whole document is searchable
-INGEST_ROUNDS = 7
+INGEST_ROUNDS = 9
 INGEST_TARGET = 0.8
 BIG, SMALL, OTHERS = 100_000, 1_000, 100_000
 CHUNKS_PER_DOCUMENT = 500
@@ -135,8 +140,9 @@ def library_speed(path: Path) -> float:
 async def ingest_once(
     pool: AsyncConnectionPool, library: DocumentLibrary, indexer: DocumentIndexer,
     blobs: LocalBlobStore, pdf: bytes, round_: int,
-) -> float:  # fmt: skip
-    """Seconds from queueing the PDF as a new thread's attachment until it is ready."""
+) -> tuple[float, Cpu]:  # fmt: skip
+    """Seconds from queueing the PDF as a new thread's attachment until it is ready, and the
+    CPU time that took."""
     owner, thread, attachment = "reader", f"thr_ingest_{round_}", f"att_ingest_{round_}"
     async with pool.connection() as conn:
         await conn.execute(
@@ -152,6 +158,7 @@ async def ingest_once(
         yield pdf
 
     await blobs.write(attachment, content(), "application/pdf")
+    before = await cpu_now(pool)
     document = await library.add_attachment(
         owner, thread, attachment, "report.pdf", "application/pdf", "pdf"
     )
@@ -161,7 +168,8 @@ async def ingest_once(
         [state] = await library.states(owner, [document])
         if not state.reading:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
+    used = (await cpu_now(pool)) - before
     async with pool.connection() as conn:
         cursor = await conn.execute(
             "SELECT status, pages_done, extract(epoch FROM updated_at - created_at) "
@@ -172,7 +180,63 @@ async def ingest_once(
     found = await search_passages(pool, Scope(owner, thread), NEEDLE, 5)
     if status != "ready" or pages_done != PAGES or [p.page for p in found] != [PAGES]:
         raise RuntimeError(f"not searchable: {status}, {pages_done} pages, hits {found}")
-    return float(seconds)
+    return float(seconds), used
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds used by this process (the server's side), the pool's Postgres backends
+    and the extraction processes ended meanwhile."""
+
+    server: float
+    postgres: float
+    extraction: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.server - other.server, self.postgres - other.postgres,
+                   self.extraction - other.extraction)  # fmt: skip
+
+
+async def cpu_now(pool: AsyncConnectionPool) -> Cpu:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        backends = [int(row[0]) for row in await cursor.fetchall()]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Cpu(
+        time.process_time(), sum(map(cpu_of, backends)), children.ru_utime + children.ru_stime
+    )
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds a process of this machine (a Postgres backend) has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_start() -> float:
+    """Seconds an extraction process takes to start and load PDFium, given no document: what
+    a reader waits for without a spare process started ahead."""
+    options = {"max_pages": PAGES, "max_unpacked_bytes": 2**20, "memory_bytes": 2**30,
+               "cpu_seconds": 60}  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-B", "-m", "workbench.documents.extract", json.dumps(options)],
+        stdin=subprocess.DEVNULL, check=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def process_start_cpu() -> float:
+    """CPU seconds of the same: a spare's, counted when it ends with its document."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process_start()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 async def ingest(url: str, root: Path) -> bool:
@@ -188,22 +252,57 @@ async def ingest(url: str, root: Path) -> bool:
             library_speed(pdf)
             content = pdf.read_bytes()
             await ingest_once(pool, library, indexer, blobs, content, -1)  # warm caches
-            ours, theirs = [], []
+            ours, theirs, used = [], [], []
             for round_ in range(INGEST_ROUNDS):
-                await asyncio.sleep(0.5)  # let the server side settle before each
-                theirs.append(library_speed(pdf))
-                ours.append(await ingest_once(pool, library, indexer, blobs, content, round_))
+                # Each side first in half the rounds, after a pause: the server's next spare
+                # process starts once a document is done, and is ready well before this ends.
+                for side in (0, 1) if round_ % 2 else (1, 0):
+                    await asyncio.sleep(0.3)
+                    if side:
+                        theirs.append(library_speed(pdf))
+                        continue
+                    seconds, cpu = await ingest_once(pool, library, indexer, blobs, content, round_)
+                    ours.append(seconds)
+                    used.append(cpu)
         finally:
             await indexer.close()
-    ours_speed, their_speed = PAGES / statistics.median(ours), PAGES / statistics.median(theirs)
-    ratio = ours_speed / their_speed
+    start = statistics.median(process_start() for _ in range(3))
+    start_cpu = statistics.median(process_start_cpu() for _ in range(3))
+    ok = ingest_report(pdf, ours, theirs, start)
+    cpu_report(used, start_cpu, min(theirs))
+    return ok
+
+
+def cpu_report(used: list[Cpu], start_cpu: float, theirs: float) -> None:
+    """Where the CPU time goes, and the best ratio it allows on this machine's cores."""
+    server = statistics.median(cpu.server for cpu in used)
+    postgres = statistics.median(cpu.postgres for cpu in used)
+    extraction = statistics.median(cpu.extraction for cpu in used) - start_cpu
+    total, cores = server + postgres + extraction, os.cpu_count() or 1
+    floor = max(extraction, total / cores)
+    print(
+        f"  CPU time per document (median): extraction process {extraction * 1e3:.0f} ms "
+        f"(PDFium, chunking), Postgres {postgres * 1e3:.0f} ms (tsvectors, GIN, "
+        f"COPY), server {server * 1e3:.0f} ms = {total * 1e3:.0f} ms on {cores} cores shared "
+        f"with whatever else runs here: at best {floor * 1e3:.0f} ms, ratio {theirs / floor:.2f}"
+    )
+
+
+def ingest_report(pdf: Path, ours: list[float], theirs: list[float], start: float) -> bool:
+    ratio = min(theirs) / min(ours)
     ok = ratio >= INGEST_TARGET
     print(
-        f"ingest, {PAGES}-page PDF ({pdf.stat().st_size // 1024} KiB), median of "
-        f"{INGEST_ROUNDS} interleaved rounds: queued to searchable {ours_speed:.0f} pages/s "
-        f"({statistics.median(ours) * 1e3:.0f} ms) / pypdfium2 alone {their_speed:.0f} pages/s "
-        f"({statistics.median(theirs) * 1e3:.0f} ms) = ratio {ratio:.2f} "
-        f"(target >= {INGEST_TARGET}) {'OK' if ok else 'MISSED'}"
+        f"ingest, {PAGES}-page PDF ({pdf.stat().st_size // 1024} KiB), best of {INGEST_ROUNDS} "
+        f"interleaved rounds: queued to searchable {PAGES / min(ours):.0f} pages/s "
+        f"({min(ours) * 1e3:.0f} ms, median {statistics.median(ours) * 1e3:.0f}) / pypdfium2 "
+        f"alone {PAGES / min(theirs):.0f} pages/s ({min(theirs) * 1e3:.0f} ms, median "
+        f"{statistics.median(theirs) * 1e3:.0f}) = ratio {ratio:.2f} (target >= {INGEST_TARGET}) "
+        f"{'OK' if ok else 'MISSED'}"
+    )
+    print(
+        f"  an extraction process takes {start * 1e3:.0f} ms to start (Python and PDFium): the "
+        f"spare started ahead takes that off the path; without it, ratio "
+        f"{min(theirs) / (min(ours) + start):.2f}"
     )
     return ok
 
@@ -220,7 +319,7 @@ def plan() -> Iterator[tuple[str, str, int]]:
             yield f"other_{user}", f"thr_other_{user}_{thread}", 1000
 
 
-async def load(pool: AsyncConnectionPool, vocabulary: Vocabulary) -> None:
+async def load(pool: AsyncConnectionPool) -> None:
     threads = list(plan())
     async with pool.connection() as conn:
         async with conn.cursor().copy(
@@ -239,8 +338,11 @@ async def load(pool: AsyncConnectionPool, vocabulary: Vocabulary) -> None:
                         (f"doc_{thread}_{n}", owner, thread, name, name, "application/pdf",
                          "pdf", "ready", 170, 170, CHUNKS_PER_DOCUMENT, "english")
                     )  # fmt: skip
-    halves = [threads[::2], threads[1::2]]  # two COPY streams: Postgres's tsvectors take a core
-    await asyncio.gather(*(load_chunks(pool, vocabulary, half) for half in halves))
+    # Two COPY streams, each with its own words: Postgres's tsvectors take a core each.
+    halves = [threads[::2], threads[1::2]]
+    await asyncio.gather(
+        *(load_chunks(pool, Vocabulary(seed=10 + n), half) for n, half in enumerate(halves))
+    )
     async with pool.connection() as conn:
         await conn.execute("VACUUM ANALYZE")
 
@@ -267,47 +369,54 @@ async def load_chunks(
                 await asyncio.sleep(0)  # let the other stream write too
 
 
-async def queries(pool: AsyncConnectionPool, seed: int) -> list[str]:
-    """2 or 3 distinct words, none a stop word, of each of some random passages."""
+async def queries(pool: AsyncConnectionPool, vocabulary: Vocabulary) -> list[str]:
+    """2 or 3 distinct words, none a stop word, of each of some passages drawn as the loaded
+    ones were (in neither thread measured)."""
+    passages = [set(row) for row in vocabulary.draw(QUERIES, CHUNK_WORDS)]
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT body FROM document_chunks TABLESAMPLE BERNOULLI (0.2) REPEATABLE (%s) "
-            "WHERE owner LIKE 'other%%' ORDER BY document_id, seq LIMIT %s",
-            (seed, QUERIES),
-        )
-        bodies = [str(row[0]) for row in await cursor.fetchall()]
-        words = sorted({w for body in bodies for w in re.findall(r"[a-z]+", body.lower())})
         cursor = await conn.execute(
             "SELECT w FROM unnest(%s::text[]) AS w WHERE to_tsvector('english', w) <> ''",
-            (words,),
+            (sorted(set().union(*passages)),),
         )
         content = {str(row[0]) for row in await cursor.fetchall()}
-    rng = random.Random(seed)
-    picked = []
-    for body in bodies:
-        candidates = sorted(set(re.findall(r"[a-z]+", body.lower())) & content)
-        picked.append(" ".join(rng.sample(candidates, rng.choice((2, 3)))))
-    return picked
+    pick = vocabulary.lengths
+    return [
+        " ".join(pick.sample(sorted(words & content), pick.choice((2, 3)))) for words in passages
+    ]
 
 
-async def matches(pool: AsyncConnectionPool, thread: str, query: str) -> int:
-    """Chunks of ``thread`` holding every word of ``query``."""
+# Postgres alone ranking every match of a query in the thread, as search_passages asks it to
+# (the query parsed as English and as is), in one statement: the part of a search that grows
+# with the thread.
+_FLOOR = """
+    WITH q AS (
+        SELECT string_agg(DISTINCT t, ' | ')::tsquery AS q
+        FROM unnest(ARRAY['english', 'simple']) AS language,
+             websearch_to_tsquery(language::regconfig, %(q)s) AS parsed, CAST(parsed AS text) t
+        WHERE t <> ''
+    )
+    SELECT max(ts_rank_cd(tsv, q, 1)) FROM document_chunks, q
+    WHERE ARRAY[thread_id] @> ARRAY[%(thread)s::text] AND tsv @@ q
+"""
+_MATCHES = _FLOOR.replace("max(ts_rank_cd(tsv, q, 1))", "count(*)")
+
+
+async def statement(pool: AsyncConnectionPool, sql: str, thread: str, query: str) -> int:
     async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM document_chunks WHERE thread_id = %s AND tsv @@ "
-            "(websearch_to_tsquery('english', %s) || websearch_to_tsquery('simple', %s))",
-            (thread, query, query),
-        )
+        cursor = await conn.execute(sql, {"thread": thread, "q": query})
         row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0] or 0) if row else 0
 
 
-async def latencies(pool: AsyncConnectionPool, asked: list[str]) -> dict[str, list[float]]:
-    scopes = {"big": Scope("big", "thr_big"), "small": Scope("small", "thr_small")}
+Scopes = dict[str, Scope]
+
+
+async def latencies(pool: AsyncConnectionPool, asked: list[str], scopes: Scopes) -> dict[str, Any]:
+    """Seconds per search (and per floor statement), per scope, interleaved."""
     for query in asked:  # warm the pool, plans and caches
         for scope in scopes.values():
             await search_passages(pool, scope, query, 5)
-    times: dict[str, list[float]] = {name: [] for name in scopes}
+    times: dict[str, Any] = {name: [] for name in scopes} | {f"{n} floor": [] for n in scopes}
     for round_ in range(QUERY_ROUNDS):
         for query in asked:
             # Interleaved, each first half the time, so drift falls on both alike.
@@ -316,6 +425,9 @@ async def latencies(pool: AsyncConnectionPool, asked: list[str]) -> dict[str, li
                 found = await search_passages(pool, scopes[name], query, 5)
                 times[name].append(time.perf_counter() - started)
                 assert found, f"nothing found for {query!r} in {name}"
+                started = time.perf_counter()
+                await statement(pool, _FLOOR, scopes[name].thread_id, query)
+                times[f"{name} floor"].append(time.perf_counter() - started)
     return times
 
 
@@ -327,26 +439,55 @@ async def query(url: str) -> bool:
     settings = Settings(database_url=url, db_pool_min_size=2, _env_file=None)
     async with open_pool(url, settings) as pool:
         started = time.perf_counter()
-        await load(pool, Vocabulary(seed=2))
+        await load(pool)
         print(f"loaded {BIG + SMALL + OTHERS:,} chunks in {time.perf_counter() - started:.0f} s")
-        asked = await queries(pool, seed=3)
-        big_matches = [await matches(pool, "thr_big", q) for q in asked]
-        small_matches = [await matches(pool, "thr_small", q) for q in asked]
-        times = await latencies(pool, asked)
-    big, small = statistics.median(times["big"]), statistics.median(times["small"])
-    ratio = big / small
+        asked = await queries(pool, Vocabulary(seed=3))
+        scopes = {"big": Scope("big", "thr_big"), "small": Scope("small", "thr_small")}
+        counts = {
+            name: [await statement(pool, _MATCHES, scope.thread_id, q) for q in asked]
+            for name, scope in scopes.items()
+        }
+        times = await latencies(pool, asked, scopes)
+        memory = await buffers(pool)
+    return report(asked, times, counts, memory)
+
+
+async def buffers(pool: AsyncConnectionPool) -> str:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT current_setting('shared_buffers'), "
+            "pg_size_pretty(pg_relation_size('document_chunks'))"
+        )
+        shared, heap = await cursor.fetchone()  # type: ignore[misc]
+    return f"shared_buffers {shared}, the chunks' heap {heap}"
+
+
+def report(
+    asked: list[str], times: dict[str, Any], counts: dict[str, list[int]], memory: str
+) -> bool:
+    p50 = {name: statistics.median(values) for name, values in times.items()}
+    ratio = p50["big"] / p50["small"]
     ok = ratio <= QUERY_TARGET
     print(
         f"query p50, {len(asked)} queries x {QUERY_ROUNDS} rounds: thread of {BIG:,} chunks "
-        f"{big * 1e3:.2f} ms (p90 {percentile(times['big'], 0.9) * 1e3:.2f}) / thread of "
-        f"{SMALL:,} chunks {small * 1e3:.2f} ms (p90 {percentile(times['small'], 0.9) * 1e3:.2f})"
-        f" = ratio {ratio:.2f} (target <= {QUERY_TARGET}) {'OK' if ok else 'MISSED'}"
+        f"{p50['big'] * 1e3:.2f} ms (p90 {percentile(times['big'], 0.9) * 1e3:.2f}) / thread of "
+        f"{SMALL:,} chunks {p50['small'] * 1e3:.2f} ms (p90 "
+        f"{percentile(times['small'], 0.9) * 1e3:.2f}) = ratio {ratio:.2f} "
+        f"(target <= {QUERY_TARGET}) {'OK' if ok else 'MISSED'}"
     )
+    big, small = counts["big"], counts["small"]
     print(
-        f"  chunks holding every word of a query: median {statistics.median(big_matches):.0f} "
-        f"(p90 {percentile(big_matches, 0.9):.0f}) of {BIG:,}; median "
-        f"{statistics.median(small_matches):.0f} (p90 {percentile(small_matches, 0.9):.0f}) "
-        f"of {SMALL:,}; e.g. {', '.join(repr(q) for q in asked[:4])}"
+        f"  chunks holding every word of a query: median {statistics.median(big):.0f} (p90 "
+        f"{percentile(big, 0.9):.0f}) of {BIG:,}; median {statistics.median(small):.0f} (p90 "
+        f"{percentile(small, 0.9):.0f}) of {SMALL:,}; e.g. {', '.join(map(repr, asked[:4]))}"
+    )
+    # If all else a search does cost the same at both sizes, this part alone sets the ratio.
+    ceiling = (p50["small"] + p50["big floor"] - p50["small floor"]) / p50["small"]
+    print(
+        f"  Postgres alone ranking every match in the thread (one statement), p50: "
+        f"{p50['big floor'] * 1e3:.2f} ms / {p50['small floor'] * 1e3:.2f} ms. With all else a "
+        f"search does costing the same at both sizes, that alone makes the ratio {ceiling:.2f} "
+        f"here ({memory})"
     )
     return ok
 
