@@ -40,7 +40,8 @@ migrate: install
 
 bench: install
 	$(BIN)/python bench/store.py && $(BIN)/python bench/turn.py && $(BIN)/python bench/executor.py \
-		&& $(BIN)/python bench/upload.py && $(BIN)/python bench/tools.py
+		&& $(BIN)/python bench/upload.py && $(BIN)/python bench/tools.py \
+		&& $(BIN)/python bench/search.py
 
 # Re-resolve every dependency to its newest allowed version and record the result.
 lock:

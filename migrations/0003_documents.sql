@@ -4,6 +4,7 @@
 -- `status`: queued -> reading -> ready | failed; or duplicate, when the thread already has
 -- the same bytes (`same_as`; such a row has no sha256 and no chunks of its own). A reader
 -- holds a document while `lease_until` is in the future; one that died is replaced after it.
+-- `lease_token` names the claim: a reader writes only while the document is still its claim.
 -- `pages_done` of `pages` is what is searchable so far.
 
 CREATE TABLE documents (
@@ -26,6 +27,7 @@ CREATE TABLE documents (
     language      regconfig NOT NULL DEFAULT 'simple',
     note          text,
     lease_until   timestamptz,
+    lease_token   text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CHECK ((attachment_id IS NULL) <> (path IS NULL))
@@ -55,5 +57,16 @@ CREATE TABLE document_chunks (
                 ) STORED,
     PRIMARY KEY (document_id, seq)
 );
-CREATE INDEX document_chunks_search ON document_chunks USING gin (tsv);
-CREATE INDEX document_chunks_by_thread ON document_chunks (thread_id, owner);
+-- Ranking reads the tsvector of every match: kept in the row (compressed if need be), never
+-- moved out to the TOAST table, where each would cost an index lookup and another page. The
+-- body, read only for the passages returned, is what goes there when a row is too long.
+ALTER TABLE document_chunks ALTER COLUMN tsv SET STORAGE MAIN;
+-- The thread and the words in one GIN index, so a search reads the thread's matches only,
+-- however many chunks other threads (or the same words elsewhere) have. Core Postgres has no
+-- GIN operator class for text (btree_gin is an extension), but text[] has one: hence the
+-- one-element array, which a search names as `ARRAY[thread_id] @> ARRAY[...]`.
+CREATE INDEX document_chunks_search ON document_chunks USING gin ((ARRAY[thread_id]), tsv);
+-- The thread alone, for what lists or scans a thread's chunks. Not (thread_id, owner): the
+-- planner would AND that with the GIN index through `owner = ...`, reading a row id for
+-- every chunk of a large thread.
+CREATE INDEX document_chunks_by_thread ON document_chunks (thread_id);

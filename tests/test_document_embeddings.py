@@ -137,7 +137,7 @@ async def add_document(
     assert claimed is not None and claimed.id == document_id
     chunks = [Chunk(text, None, heading) for heading, text in sections]
     await library.add_chunks(claimed, "english", 0, chunks, 0)
-    await library.finish(document_id, "ready")
+    await library.finish(claimed, "ready")
     return document_id
 
 

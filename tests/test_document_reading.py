@@ -328,11 +328,13 @@ async def test_a_document_whose_reader_died_is_read_again_from_the_start(
     assert document_id is not None
     await query(
         pool,
-        "UPDATE documents SET status = 'reading', lease_until = now() - interval '1 second' "
-        "WHERE id = %s RETURNING 1",
+        "UPDATE documents SET status = 'reading', lease_until = now() - interval '1 second', "
+        "lease_token = 'dead reader' WHERE id = %s RETURNING 1",
         document_id,
     )
-    claimed = Claimed(document_id, owner, thread_id, "owls.md", "markdown", attachment, None)
+    claimed = Claimed(
+        document_id, owner, thread_id, "owls.md", "markdown", attachment, None, "dead reader"
+    )
     assert await library.add_chunks(claimed, "simple", 0, [Chunk("half-read", 1, None)], 1)
     await query(
         pool, "UPDATE documents SET lease_until = now() - interval '1 second' WHERE id = %s "

@@ -21,7 +21,8 @@ CHUNK_CHARS = 1200
 _MIN_CHARS = 200  # a shorter tail joins the chunk before it, within the same section
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?…。])\s+")
-_BLANKS = re.compile(r"[ \t\f\v\u00a0]+")
+# Runs of blanks but a single plain space (which needs no change, and is most of them).
+_BLANKS = re.compile(r" [ \t\f\v\u00a0]+|[\t\f\v\u00a0][ \t\f\v\u00a0]*")
 
 # ISO 639-1 codes py3langid reports -> the Postgres text-search configuration of that
 # language (those Postgres ships; anything else is searched with ``simple``).
@@ -52,8 +53,8 @@ def chunks_of(sections: Iterable[Section]) -> Iterator[Chunk]:
 
 
 def _tidy(text: str) -> str:
-    lines = (_BLANKS.sub(" ", line).strip() for line in storable(text).split("\n"))
-    return "\n".join(lines).strip()
+    lines = _BLANKS.sub(" ", storable(text)).split("\n")
+    return "\n".join(line.strip() for line in lines).strip()
 
 
 def _pieces(text: str) -> list[str]:

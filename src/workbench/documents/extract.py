@@ -1,8 +1,14 @@
-"""The extraction subprocess: ``python -m workbench.documents.extract PATH KIND LIMITS_JSON``.
+"""The extraction subprocess: ``python -m workbench.documents.extract LIMITS_JSON``, then one
+line ``{"path": ..., "kind": ...}`` on its stdin: the document to read.
 
 Parsers read untrusted bytes, so they run here, never in the server: under an address-space
 and a CPU-time limit set before any parser is imported, with the server's wall-clock limit
 around it (``documents.reader``). A hostile file can at worst kill this process.
+
+The document comes on stdin, not on the command line, so that the server can start this
+process before it has a document for it (a spare, ``documents.reader``): it starts Python and
+loads the PDF engine, then waits. Each process reads one document and exits; none sees two.
+It exits quietly if stdin closes with no document (the server stopped).
 
 It writes JSON lines to stdout, flushed as it goes so the server can index page 1 while page
 2 is read:
@@ -18,6 +24,7 @@ It writes JSON lines to stdout, flushed as it goes so the server can index page 
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import sys
@@ -29,13 +36,19 @@ from workbench.documents.formats import DocumentError, Limits, Section, open_doc
 
 
 def main(argv: list[str]) -> int:
-    path, kind, limits_json = argv
+    [limits_json] = argv
     options = json.loads(limits_json)
     _limit(resource.RLIMIT_AS, options["memory_bytes"])
     _limit(resource.RLIMIT_CPU, options["cpu_seconds"])
     limits = Limits(options["max_pages"], options["max_unpacked_bytes"])
+    import pypdfium2  # noqa: F401  (loaded while waiting: PDFs are the long documents)
+
+    job = sys.stdin.readline()
+    if not job:
+        return 0
+    request = json.loads(job)
     try:
-        document = open_document(Path(path), kind, limits)
+        document = open_document(Path(request["path"]), request["kind"], limits)
         _send({"pages": document.pages, "total": document.total})
         read = 0
         for section in document.sections():
@@ -85,4 +98,8 @@ def _send(message: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    # Out without tearing the interpreter down: nothing is left to clean up, and freeing a
+    # large document's objects one by one can take as long as reading ten pages.
+    os._exit(status)

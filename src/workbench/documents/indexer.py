@@ -4,11 +4,12 @@ request's path.
 Each server process runs ``WORKBENCH_DOCUMENTS_WORKERS`` readers. A reader claims a document
 (``DocumentLibrary.claim``, a lease), copies its bytes to a private temporary file while
 hashing them (the same bytes already in the thread: a duplicate, not read again), reads it
-through the extraction subprocess and indexes its chunks page by page, so a search finds the
-first pages while the last are still being read. Whatever goes wrong with the file ends as a
-``failed`` document with a note for the user and the model; nothing here fails a turn. A
-document deleted while it is read (with its thread or its attachment) stops being read: its
-reading process is killed and nothing more of it is indexed.
+through the extraction subprocess and indexes its chunks while the next pages are read, so a
+search finds the first pages while the last are still being read, and little is left to index
+once the last page is read. Whatever goes wrong with the file ends as a ``failed`` document
+with a note for the user and the model; nothing here fails a turn. A document deleted while it
+is read (with its thread or its attachment) stops being read: its reading process is killed
+and nothing more of it is indexed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from workbench.config import Settings
 from workbench.documents.chunks import Chunk, detect_language, language_model
 from workbench.documents.formats import DocumentError
 from workbench.documents.library import LEASE_SECONDS, Claimed, DocumentLibrary
-from workbench.documents.reader import Opened, ReadLimits, read_document
+from workbench.documents.reader import Extractors, Opened, ReadLimits
 from workbench.files.blobs import BlobNotFoundError, BlobStore
 from workbench.sandbox.workspace_fs import file_parts, open_file
 from workbench.sandbox.workspaces import Workspaces
@@ -36,8 +37,11 @@ logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 2.0  # seconds between looks for work queued by other processes
 _LANGUAGE_SAMPLE = 4000  # characters the language is detected from
-_BATCH_SECONDS = 0.25  # chunks are indexed at least this often while a document is read
-_BATCH_CHUNKS = 200
+# A transaction starts once this many chunks are waiting, or this long after the last one
+# began: fewer, larger transactions cost less than many small ones (each commits), and the
+# last, which the document waits for, stays small.
+_BATCH_CHUNKS = 50
+_BATCH_SECONDS = 0.25
 _COPY_BYTES = 1 << 20
 
 
@@ -54,16 +58,16 @@ class DocumentIndexer:
         self._blobs = blobs
         self._workspaces = workspaces
         self._settings = settings
-        self._limits = limits or ReadLimits.of(settings)
+        self._extractors = Extractors(limits or ReadLimits.of(settings))
         self._scratch = settings.data_dir / "tmp"
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
-        self._warm: asyncio.Task[object] | None = None
+        self._warm: asyncio.Task[None] | None = None
         self._closing = False
 
     def start(self) -> None:
         self._scratch.mkdir(parents=True, exist_ok=True)
-        self._warm = asyncio.create_task(asyncio.to_thread(language_model))
+        self._warm = asyncio.create_task(self._prepare())
         self._workers = [
             asyncio.create_task(self._work(), name=f"document-reader-{n}")
             for n in range(self._settings.documents_workers)
@@ -86,6 +90,11 @@ class DocumentIndexer:
         self._workers = []
         if self._warm is not None:  # a thread: it cannot be cancelled, only awaited
             await self._warm
+        await self._extractors.close()
+
+    async def _prepare(self) -> None:
+        await self._restock()
+        await asyncio.to_thread(language_model)
 
     async def _work(self) -> None:
         while not self._closing:
@@ -111,17 +120,17 @@ class DocumentIndexer:
     async def index(self, claimed: Claimed) -> None:
         """Read and index one claimed document; never raises but for cancellation."""
         lost = asyncio.Event()
-        heartbeat = asyncio.create_task(self._keep_lease(claimed.id, lost))
+        heartbeat = asyncio.create_task(self._keep_lease(claimed, lost))
         try:
             with tempfile.TemporaryDirectory(dir=self._scratch) as scratch:
                 copy = Path(scratch) / "document"
                 sha256 = await self._copy(claimed, copy)
-                if await self.library.identify(claimed.id, sha256) is not None:
+                if await self.library.identify(claimed, sha256) is not None:
                     return  # the thread has these bytes already: a duplicate
                 note = await self._read(claimed, copy, lost)
-            await self.library.finish(claimed.id, "ready", note)
+            await self.library.finish(claimed, "ready", note)
         except DocumentError as error:
-            await self.library.finish(claimed.id, "failed", f"{claimed.name}: {error}.")
+            await self.library.finish(claimed, "failed", f"{claimed.name}: {error}.")
         except _Gone:
             logger.info("document %s (%s) was deleted while being read", claimed.id, claimed.name)
         except asyncio.CancelledError:
@@ -130,21 +139,29 @@ class DocumentIndexer:
             logger.exception("indexing document %s (%s) failed", claimed.id, claimed.name)
             with contextlib.suppress(Exception):
                 await self.library.finish(
-                    claimed.id, "failed", f"{claimed.name} could not be indexed (a server error)."
+                    claimed, "failed", f"{claimed.name} could not be indexed (a server error)."
                 )
         finally:
             heartbeat.cancel()
+        await self._restock()
 
-    async def _keep_lease(self, document_id: str, lost: asyncio.Event) -> None:
+    async def _restock(self) -> None:
+        """A spare extraction process for the next document, now that this one is done."""
+        try:
+            await self._extractors.restock()
+        except OSError:
+            logger.exception("starting a spare document reader failed; will start one per use")
+
+    async def _keep_lease(self, claimed: Claimed, lost: asyncio.Event) -> None:
         """Renew the lease while the document is read; set ``lost`` once it is not ours."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                if not await self.library.renew(document_id):
+                if not await self.library.renew(claimed):
                     lost.set()
                     return
             except Exception:
-                logger.warning("renewing the lease of document %s failed", document_id)
+                logger.warning("renewing the lease of document %s failed", claimed.id)
 
     async def _copy(self, claimed: Claimed, target: Path) -> str:
         """Copy the document's bytes to ``target``; their SHA-256."""
@@ -184,18 +201,22 @@ class DocumentIndexer:
     async def _read(self, claimed: Claimed, copy: Path, lost: asyncio.Event) -> str | None:
         """Index the document at ``copy``; a note on what could not be read, if any. Raises
         ``_Gone`` (the reading process killed) if the document is deleted meanwhile."""
-        batch = _Batch(self.library, claimed)
+        writer = _Writer(self.library, claimed)
         opened = Opened(None, None)
-        async with contextlib.aclosing(read_document(copy, claimed.kind, self._limits)) as read:
-            async for event in read:
-                if lost.is_set():
-                    raise _Gone
-                if isinstance(event, Opened):
-                    opened = event
-                    _still(await self.library.opened(claimed.id, event.pages, event.total))
-                else:
-                    await batch.add(event.chunks, event.pages_read)
-        if await batch.finish(opened.pages) == 0:
+        try:
+            async with contextlib.aclosing(self._extractors.read(copy, claimed.kind)) as read:
+                async for event in read:
+                    if lost.is_set():
+                        raise _Gone
+                    if isinstance(event, Opened):
+                        opened = event
+                        _still(await self.library.opened(claimed, event.pages, event.total))
+                    else:
+                        await writer.add(event.chunks, event.pages_read)
+            indexed = await writer.finish(opened.pages)
+        finally:
+            await writer.settle()
+        if indexed == 0:
             scan = " (a scanned PDF without a text layer? it would need OCR)"
             raise DocumentError(
                 "it has no text to search" + (scan if claimed.kind == "pdf" else "")
@@ -208,18 +229,21 @@ class DocumentIndexer:
         return None
 
 
-class _Batch:
-    """The chunks read and not yet indexed: indexed at least every ``_BATCH_SECONDS`` (or
-    ``_BATCH_CHUNKS``) once the document's language is known from its first text."""
+class _Writer:
+    """Indexes one document's chunks while the next are read: one transaction at a time, each
+    taking every chunk read since the one before began. The batches then grow and shrink with
+    the reading's pace, and once the last page is read little is left to index."""
 
     def __init__(self, library: DocumentLibrary, claimed: Claimed) -> None:
         self._library = library
         self._claimed = claimed
         self._pending: list[Chunk] = []
-        self._language: str | None = None
-        self._flushed = time.monotonic()
-        self.indexed = 0
         self._pages_done = 0
+        self._language: str | None = None  # detected from the first chunks
+        self._indexed = 0  # chunks handed to a transaction
+        self._pages_indexed = 0
+        self._writing: asyncio.Task[bool] | None = None
+        self._began = time.monotonic()  # when the last transaction began
 
     async def add(self, chunks: list[Chunk], pages_done: int) -> None:
         self._pending += chunks
@@ -228,25 +252,41 @@ class _Batch:
             if sum(len(chunk.text) for chunk in self._pending) < _LANGUAGE_SAMPLE:
                 return
             self._language = await _language_of(self._pending)
-        due = time.monotonic() - self._flushed >= _BATCH_SECONDS
-        if due or len(self._pending) >= _BATCH_CHUNKS:
-            await self._flush(self._language, self._pages_done)
+        if self._writing is not None:
+            if not self._writing.done():
+                return
+            _still(self._writing.result())  # its error, if it failed
+        waited = time.monotonic() - self._began
+        if len(self._pending) < _BATCH_CHUNKS and waited < _BATCH_SECONDS:
+            return
+        chunks, first = self._batch(self._pages_done)
+        self._writing = asyncio.create_task(
+            self._library.add_chunks(self._claimed, self._language, first, chunks, self._pages_done)
+        )
 
     async def finish(self, pages: int | None) -> int:
-        """Index the rest (recording every page as done); how many chunks were indexed."""
-        if self._pending or self.indexed == 0:
+        """Index what is left; the number of chunks indexed."""
+        if self._writing is not None:
+            _still(await self._writing)
+        final = pages or self._pages_done
+        if self._pending or self._indexed == 0 or final > self._pages_indexed:
             language = self._language or await _language_of(self._pending)
-            await self._flush(language, pages or self._pages_done)
-        return self.indexed
+            chunks, first = self._batch(final)
+            _still(await self._library.add_chunks(self._claimed, language, first, chunks, final))
+        return self._indexed
 
-    async def _flush(self, language: str, pages_done: int) -> None:
-        _still(
-            await self._library.add_chunks(
-                self._claimed, language, self.indexed, self._pending, pages_done
-            )
-        )
-        self.indexed += len(self._pending)
-        self._pending, self._flushed = [], time.monotonic()
+    async def settle(self) -> None:
+        """Wait for a transaction still running (the reading failed or was stopped)."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
+
+    def _batch(self, pages_done: int) -> tuple[list[Chunk], int]:
+        """The chunks pending, and the number of the first, for a transaction to index."""
+        chunks, first = self._pending, self._indexed
+        self._pending, self._indexed, self._pages_indexed = [], first + len(chunks), pages_done
+        self._began = time.monotonic()
+        return chunks, first
 
 
 class _Gone(Exception):

@@ -3,7 +3,9 @@
 Every query is scoped by owner and thread, except the reader's claim, which takes the oldest
 document waiting anywhere. Claims are leases (``lease_until``), so any number of server
 processes read documents side by side, each document once, and a document whose reader died
-is picked up again once its lease ran out.
+is picked up again once its lease ran out. Each claim has its own token (``lease_token``), and
+every write of a reader names it: a reader that stalled past its lease while another took the
+document over writes nothing more of it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from workbench.store.ids import time_ordered_id
 from workbench.text import storable
 
 LEASE_SECONDS = 30
+# A reader's write applies only while the claim it names still holds the document.
+_OURS = "id = %s AND lease_token = %s AND status = 'reading'"
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Claimed:
     kind: str
     attachment_id: str | None
     path: str | None
+    token: str  # this claim's: the reader's writes name it
 
 
 _STATE_COLUMNS = (
@@ -152,6 +157,7 @@ class DocumentLibrary:
                 """
                 UPDATE documents d
                 SET status = 'reading', lease_until = now() + make_interval(secs => %s),
+                    lease_token = gen_random_uuid()::text,
                     pages_done = 0, chunks = 0, note = NULL, updated_at = now()
                 FROM (
                     SELECT id FROM documents
@@ -163,7 +169,8 @@ class DocumentLibrary:
                     FOR UPDATE SKIP LOCKED
                 ) next
                 WHERE d.id = next.id
-                RETURNING d.id, d.owner, d.thread_id, d.name, d.kind, d.attachment_id, d.path
+                RETURNING d.id, d.owner, d.thread_id, d.name, d.kind, d.attachment_id, d.path,
+                    d.lease_token AS token
                 """,
                 (LEASE_SECONDS,),
             )
@@ -174,23 +181,25 @@ class DocumentLibrary:
                 )
             return claimed
 
-    async def renew(self, document_id: str) -> bool:
-        """Extend the lease; False if the document is no longer ours (deleted, re-queued)."""
+    async def renew(self, claimed: Claimed) -> bool:
+        """Extend the lease; False if the document is no longer ours (deleted, re-queued,
+        taken over)."""
         row = await self._one(
-            """
+            f"""
             UPDATE documents SET lease_until = now() + make_interval(secs => %s)
-            WHERE id = %s AND status = 'reading' RETURNING 1
+            WHERE {_OURS} RETURNING 1
             """,
-            (LEASE_SECONDS, document_id),
+            (LEASE_SECONDS, claimed.id, claimed.token),
         )
         return row is not None
 
-    async def identify(self, document_id: str, sha256: str) -> str | None:
+    async def identify(self, claimed: Claimed, sha256: str) -> str | None:
         """Record the document's hash; the id of the thread's document with the same bytes
         (this one then becomes its duplicate and is not read), or None."""
         try:
             await self._one(
-                "UPDATE documents SET sha256 = %s WHERE id = %s RETURNING 1", (sha256, document_id)
+                f"UPDATE documents SET sha256 = %s WHERE {_OURS} RETURNING 1",
+                (sha256, claimed.id, claimed.token),
             )
         except errors.UniqueViolation:
             row = await self._one(
@@ -198,22 +207,20 @@ class DocumentLibrary:
                 UPDATE documents d SET status = 'duplicate', same_as = o.id, note = NULL,
                     lease_until = NULL, updated_at = now()
                 FROM documents o
-                WHERE d.id = %s AND o.thread_id = d.thread_id AND o.sha256 = %s
+                WHERE d.id = %s AND d.lease_token = %s AND o.thread_id = d.thread_id
+                  AND o.sha256 = %s
                 RETURNING o.id
                 """,
-                (document_id, sha256),
+                (claimed.id, claimed.token, sha256),
             )
             return None if row is None else str(row[0])
         return None
 
-    async def opened(self, document_id: str, pages: int | None, pages_total: int | None) -> bool:
-        """Record the document's pages; False if it is no longer being read (deleted)."""
+    async def opened(self, claimed: Claimed, pages: int | None, pages_total: int | None) -> bool:
+        """Record the document's pages; False if it is no longer ours (deleted, taken over)."""
         row = await self._one(
-            """
-            UPDATE documents SET pages = %s, pages_total = %s
-            WHERE id = %s AND status = 'reading' RETURNING 1
-            """,
-            (pages, pages_total, document_id),
+            f"UPDATE documents SET pages = %s, pages_total = %s WHERE {_OURS} RETURNING 1",
+            (pages, pages_total, claimed.id, claimed.token),
         )
         return row is not None
 
@@ -228,26 +235,33 @@ class DocumentLibrary:
             # The row first: its lock makes a deletion wait for this transaction, or this
             # transaction find the row gone.
             cursor = await conn.execute(
-                """
+                f"""
                 UPDATE documents SET pages_done = %s, chunks = %s, language = %s,
                     lease_until = now() + make_interval(secs => %s), updated_at = now()
-                WHERE id = %s AND status = 'reading'
+                WHERE {_OURS}
                 RETURNING 1
                 """,
-                (pages_done, first + len(chunks), language, LEASE_SECONDS, claimed.id),
+                (
+                    pages_done,
+                    first + len(chunks),
+                    language,
+                    LEASE_SECONDS,
+                    claimed.id,
+                    claimed.token,
+                ),
             )
             if await cursor.fetchone() is None:
                 return False
             await _copy_chunks(conn, claimed, language, first, chunks)
             return True
 
-    async def finish(self, document_id: str, status: str, note: str | None = None) -> None:
+    async def finish(self, claimed: Claimed, status: str, note: str | None = None) -> None:
         await self._one(
-            """
+            f"""
             UPDATE documents SET status = %s, note = %s, lease_until = NULL, updated_at = now()
-            WHERE id = %s AND status = 'reading' RETURNING 1
+            WHERE {_OURS} RETURNING 1
             """,
-            (status, None if note is None else storable(note), document_id),
+            (status, None if note is None else storable(note), claimed.id, claimed.token),
         )
 
     async def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:

@@ -9,7 +9,9 @@
 * Ranked by ``ts_rank_cd`` (cover density, normalised by length), with a ``ts_headline``
   snippet computed for the passages returned only.
 * Scoped by owner and thread in the same statement (the chunks carry both), so another
-  user's or another thread's passages are never even ranked.
+  user's or another thread's passages are never even ranked. The thread is named as
+  ``ARRAY[thread_id] @> ARRAY[...]``, the form the GIN index holds it in next to the words
+  (``migrations/0003_documents.sql``): one index scan finds the thread's matches only.
 * With embeddings (``documents.ranking``), a vector ranking of the same scope is fused with
   the full-text one; whenever it is unavailable, full-text alone.
 """
@@ -106,12 +108,15 @@ async def _tsquery(conn: AsyncConnection[Any], scope: Scope, query: str) -> str 
         (scope.thread_id, scope.owner),
     )
     languages = sorted({row[0] for row in await cursor.fetchall()} | {"simple"})
-    parts = " || ".join(["websearch_to_tsquery(%s::regconfig, %s)"] * len(languages))
-    params = [value for language in languages for value in (language, query)]
-    cursor = await conn.execute(f"SELECT ({parts})::text", params)
-    row = await cursor.fetchone()
-    text = str(row[0]) if row and row[0] else ""
-    return text or None
+    # Each distinct parse once: where stemming leaves the words alone, `english` and `simple`
+    # give the same tsquery, and ranking every match against both halves costs twice.
+    cursor = await conn.execute(
+        "SELECT DISTINCT websearch_to_tsquery(language::regconfig, %s)::text "
+        "FROM unnest(%s::text[]) AS language",
+        (query, languages),
+    )
+    parts = sorted(text for (text,) in await cursor.fetchall() if text)
+    return " | ".join(parts) or None  # | binds loosest: each part stays whole
 
 
 async def full_text_ranking(
@@ -131,7 +136,8 @@ async def _ranked(
     cursor = await conn.execute(
         """
         SELECT document_id, seq FROM document_chunks
-        WHERE thread_id = %(thread)s AND owner = %(owner)s AND tsv @@ %(q)s::tsquery
+        WHERE ARRAY[thread_id] @> ARRAY[%(thread)s::text] AND owner = %(owner)s
+          AND tsv @@ %(q)s::tsquery
           AND (%(documents)s::text[] IS NULL OR document_id = ANY(%(documents)s))
           AND (document_id, seq) <> ALL(
               SELECT * FROM unnest(%(skip_documents)s::text[], %(skip_seqs)s::int[]))

@@ -49,8 +49,8 @@ from workbench.files.downloads import workspace_file_url
 from workbench.plugins import ToolPlugin, TurnContext
 from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
 from workbench.text import storable
+from workbench.tools.document_texts import listing, pages_so_far, reading_task
 from workbench.tools.services import ToolServices
-from workbench.widgets import plural
 
 TOOL_NAME = "search_files"
 ADD_TOOL_NAME = "add_to_search"
@@ -171,7 +171,7 @@ class SearchFilesTool(ToolPlugin):
         still = False
         for state in await self._library.states(owner, list(reading.tasks)):
             task = reading.tasks[state.id]
-            title, content, done = _reading_task(state, final=final)
+            title, content, done = reading_task(state, final=final)
             still = still or not done
             indicator: Literal["none", "loading", "complete"] = (
                 "complete" if done else ("none" if final else "loading")
@@ -257,7 +257,7 @@ class SearchFilesTool(ToolPlugin):
         numbers = turn.cite(sources)
         task.title = f"Searched documents for “{query}”"
         task.sources = self._links(turn, found)
-        return _listing(query, found, numbers, chosen)
+        return listing(query, found, numbers, chosen)
 
     async def _wait_for(
         self, turn: TurnContext, task: SearchTask, chosen: list[DocumentState]
@@ -267,7 +267,7 @@ class SearchFilesTool(ToolPlugin):
         ids = [d.id for d in chosen]
         while any(d.reading for d in chosen) and time.monotonic() < deadline:
             reading = next(d for d in chosen if d.reading)
-            title = f"Reading {reading.name}" + _pages_so_far(reading)
+            title = f"Reading {reading.name}" + pages_so_far(reading)
             if task.title != title:
                 task.title = title
                 await turn.refresh_task(task)
@@ -347,62 +347,6 @@ def _chosen(documents: list[DocumentState], file: str | None) -> list[DocumentSt
 def _source(passage: Passage) -> FileSource:
     where = f"{passage.name}, page {passage.page}" if passage.page else passage.name
     return FileSource(filename=passage.name, title=where, description=passage.snippet or None)
-
-
-def _pages_so_far(state: DocumentState) -> str:
-    if state.pages and state.pages_done:
-        return f" — page {state.pages_done} of {state.pages}"
-    return "…"
-
-
-def _reading_task(state: DocumentState, *, final: bool) -> tuple[str, str | None, bool]:
-    """A reading task's title, content and whether it is done, for ``state``."""
-    if state.status == "ready":
-        pages = f"{state.pages} {plural(state.pages, 'page')}, " if state.pages else ""
-        passages = f"{state.chunks} {plural(state.chunks, 'passage')}"
-        content = f"{pages}{passages} indexed. {state.note or ''}"
-        return f"Read {state.name}", content.strip(), True
-    if state.status == "duplicate":
-        return f"{state.name} is already among the documents", None, True
-    if state.status == "failed":
-        return f"Could not read {state.name}", state.note, True
-    title = f"Reading {state.name}" + _pages_so_far(state)
-    return (title + " (continues in the background)" if final else title), None, False
-
-
-def _listing(
-    query: str, found: list[Passage], numbers: list[int], chosen: list[DocumentState]
-) -> str:
-    notes = [_note(d) for d in chosen]
-    head = [note for note in notes if note]
-    if not found:
-        return "\n".join([f"No passage matches “{query}”. Try other words.", *head])
-    entries = []
-    for number, passage in zip(numbers, found, strict=True):
-        where = f"{passage.name}, page {passage.page}" if passage.page else passage.name
-        if passage.heading:
-            where += f" — {passage.heading}"
-        entries.append(f"[{number}] {where}\n{passage.body}")
-    lead = f"Passages for “{query}” (cite a passage as [n] after the claim it supports):"
-    return "\n\n".join(["\n".join([lead, *head]), *entries])
-
-
-def _note(state: DocumentState) -> str | None:
-    if state.reading and not state.searchable:
-        return (
-            f"Note: {state.name} is still being read; none of it can be searched yet. "
-            "Search again in a moment."
-        )
-    if state.reading:
-        paged = state.pages and state.pages_done
-        so_far = f"pages 1–{state.pages_done} of {state.pages}" if paged else "part of it"
-        return (
-            f"Note: {state.name} is still being read; {so_far} can be searched so far. "
-            "Search again later for the rest."
-        )
-    if state.status == "failed":
-        return f"Note: {state.note or state.name + ' could not be read.'}"
-    return f"Note: {state.note}" if state.note else None
 
 
 def _searches(turn: TurnContext) -> dict[str, SearchTask]:
