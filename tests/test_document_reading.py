@@ -385,3 +385,27 @@ async def test_a_search_before_any_page_is_indexed_says_nothing_is_searchable_ye
         "Note: owls.pdf is still being read; none of it can be searched yet. "
         "Search again in a moment."
     )
+
+
+async def test_bytes_that_failed_to_read_are_read_again_when_attached_again(
+    provider: LiveServer, scripted_openai: ScriptedOpenAI, http: httpx.AsyncClient,
+    pool: AsyncConnectionPool,
+) -> None:  # fmt: skip
+    """A failure (a timeout under load, say) is not what the same bytes get next time."""
+    broken = documents.corrupt_pdf()
+    first = await upload(http, provider, "broken.pdf", broken, documents.PDF)
+    scripted_openai.script(responses_step([Text("Ok.")]), title_step("Broken"))
+    events = await stream_events(http, provider.url, attaching(create_thread("One"), first))
+    thread_id = events[0].thread.id
+    assert (await settled(pool, thread_id))["broken.pdf"]["status"] == "failed"
+
+    again = await upload(http, provider, "broken again.pdf", broken, documents.PDF)
+    scripted_openai.script(responses_step([Text("Ok.")]))
+    no_errors(
+        await stream_events(http, provider.url, attaching(add_message(thread_id, "Two"), again))
+    )
+
+    found = await settled(pool, thread_id)
+    assert (found["broken again.pdf"]["status"], found["broken again.pdf"]["same_as"]) == (
+        "failed", None,
+    )  # fmt: skip

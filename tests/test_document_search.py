@@ -119,7 +119,7 @@ async def test_the_passage_that_answers_comes_first_with_its_snippet(
     [(source, index)] = file_sources(answer)
     assert (source.filename, source.title) == ("orchard.pdf", "orchard.pdf, page 2")
     assert source.description is not None
-    assert "**apple** **harvest** **starts**" in source.description
+    assert "apple harvest starts" in source.description
     assert index == len("It starts in late September")
     tasks = [t for t in workflow_tasks(items) if isinstance(t, SearchTask)]
     assert [(t.title, t.queries) for t in tasks] == [
@@ -214,7 +214,7 @@ async def test_a_cited_passage_becomes_a_file_source_and_the_transcript_keeps_th
     assert message.content[0].text == "Oil lights one of them; see also [9]."
     [(source, index)] = file_sources(message)
     assert (source.filename, source.title) == ("lights.md", "lights.md")
-    assert source.description == "south **lighthouse** burns oil and guides the fishing boats"
+    assert source.description == "south lighthouse burns oil and guides the fishing boats"
     assert index == len("Oil lights one of them")
     [done] = [e.item for e in events if e.type == "thread.item.done" and e.item.id == message.id]
     assert done == message
@@ -244,7 +244,7 @@ async def test_the_demo_model_answers_with_the_top_passage_and_cites_it(
     )
     [(source, index)] = file_sources(message)
     assert (source.filename, index) == ("lights.md", len(text))
-    assert source.description is not None and "**keeper**" in source.description
+    assert source.description is not None and "keeper writes" in source.description
 
 
 async def test_queries_with_odd_characters_get_answers_not_errors(

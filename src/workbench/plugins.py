@@ -25,6 +25,7 @@ Neutral ground between ``agent/`` (which runs the model and dispatches what it s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import (
     Awaitable,
     Callable,
@@ -45,6 +46,8 @@ from chatkit.types import (
 )
 
 from workbench.turn import TurnContext
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ActionHandler",
@@ -317,7 +320,10 @@ class Toolset:
         """What the plug-ins stream as the turn ends, for the server to send last."""
         with turn.holding() as held:
             for plugin in self.plugins:
-                await plugin.turn_finished(turn)
+                try:
+                    await plugin.turn_finished(turn)
+                except Exception:  # the answer is given: a tool's last word must not undo it
+                    logger.exception("tool %s failed as the turn ended", plugin.id)
         return held
 
     async def aclose(self) -> None:

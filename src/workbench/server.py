@@ -243,6 +243,7 @@ class WorkbenchServer(ChatKitServer[RequestContext]):
             raise
         except Exception as error:
             self._active.pop(thread.id, None)
+            toolset.stopped(agent_context, [])  # what the tools still run for this turn stops
             logger.exception("agent run failed in thread %s", thread.id)
             raise stream_error(
                 error, provider=self.catalog.provider, max_turns=self.settings.max_turns

@@ -40,6 +40,7 @@ def main(argv: list[str]) -> int:
     options = json.loads(limits_json)
     _limit(resource.RLIMIT_AS, options["memory_bytes"])
     _limit(resource.RLIMIT_CPU, options["cpu_seconds"])
+    _limit(resource.RLIMIT_CORE, 0)  # a parser crashing (or out of CPU) leaves no core dump
     limits = Limits(options["max_pages"], options["max_unpacked_bytes"])
     import pypdfium2  # noqa: F401  (loaded while waiting: PDFs are the long documents)
 

@@ -117,10 +117,12 @@ class DocumentLibrary:
              storable(mime_type), kind),
         )  # fmt: skip
         if row is not None:
+            # Copies of what the file held are copies no more: each is read as itself.
+            await self._one("UPDATE documents SET same_as = NULL WHERE same_as = %s", (row[0],))
             return str(row[0])
         found = await self._one(
             "SELECT id FROM documents WHERE thread_id = %s AND path = %s AND owner = %s",
-            (thread_id, path, owner),
+            (thread_id, storable(path), owner),
         )
         assert found is not None, "a document of another owner in this user's thread"
         return str(found[0])
@@ -256,12 +258,21 @@ class DocumentLibrary:
             return True
 
     async def finish(self, claimed: Claimed, status: str, note: str | None = None) -> None:
+        """End the reading. A failed document keeps no hash, and its copies are read as
+        themselves: a failure (a timeout under load, say) is not what the same bytes get
+        when they are attached again."""
         await self._one(
             f"""
-            UPDATE documents SET status = %s, note = %s, lease_until = NULL, updated_at = now()
-            WHERE {_OURS} RETURNING 1
+            WITH done AS (
+                UPDATE documents SET status = %s, note = %s, lease_until = NULL,
+                    sha256 = CASE WHEN %s = 'failed' THEN NULL ELSE sha256 END,
+                    updated_at = now()
+                WHERE {_OURS} RETURNING id, status
+            )
+            UPDATE documents SET same_as = NULL
+            FROM done WHERE documents.same_as = done.id AND done.status = 'failed'
             """,
-            (status, None if note is None else storable(note), claimed.id, claimed.token),
+            (status, None if note is None else storable(note), status, claimed.id, claimed.token),
         )
 
     async def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:

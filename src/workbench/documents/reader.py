@@ -30,6 +30,7 @@ from typing import Any
 from workbench.config import Settings
 from workbench.documents.chunks import Chunk
 from workbench.documents.formats import DocumentError
+from workbench.text import storable
 
 _LINE_LIMIT = 64 * 2**20  # one section's chunks; a page of text is far below this
 # glibc's malloc for a process that lives for one document: two arenas, and memory it frees
@@ -180,7 +181,7 @@ async def _events(
         if "pages" in message:
             yield Opened(message["pages"], message.get("total"))
         elif "chunks" in message:
-            chunks = [Chunk(text, page, heading) for text, page, heading in message["chunks"]]
+            chunks = [_chunk(row) for row in message["chunks"]]
             yield Read(chunks, int(message.get("read") or 0))
     status = await process.wait()
     if status != 0 or message is None:
@@ -201,7 +202,10 @@ async def _next_message(
         raise DocumentError("it produced more text in one place than can be indexed") from None
     if not line:
         return None
-    message: dict[str, Any] = json.loads(line)
+    try:
+        message: dict[str, Any] = json.loads(line)
+    except ValueError:  # not our protocol: something in the process wrote to its stdout
+        raise DocumentError("its reader answered garbage (a hostile file?)") from None
     return message
 
 
@@ -211,6 +215,18 @@ def _failure(status: int, stderr: bytes, limits: ReadLimits) -> DocumentError:
     if b"MemoryError" in stderr or status == -signal.SIGSEGV:
         return DocumentError(f"reading it needs more than {limits.memory_bytes // 2**20} MiB")
     return DocumentError(f"its reader stopped unexpectedly (exit status {status})")
+
+
+def _chunk(row: Any) -> Chunk:
+    """A chunk as the process reported it, checked: the process read a hostile file, and what
+    it says goes into Postgres."""
+    try:
+        text, page, heading = row
+    except (TypeError, ValueError):
+        raise DocumentError("its reader answered garbage (a hostile file?)") from None
+    if not isinstance(text, str) or not isinstance(page, int | None):
+        raise DocumentError("its reader answered garbage (a hostile file?)")
+    return Chunk(storable(text), page, storable(heading) if isinstance(heading, str) else None)
 
 
 def _seconds(value: float) -> str:

@@ -19,8 +19,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 import mimetypes
 import os
 import time
@@ -51,6 +51,8 @@ from workbench.sandbox.workspace_fs import file_parts, joined, open_file, shown
 from workbench.text import storable
 from workbench.tools.document_texts import listing, pages_so_far, reading_task
 from workbench.tools.services import ToolServices
+
+logger = logging.getLogger(__name__)
 
 TOOL_NAME = "search_files"
 ADD_TOOL_NAME = "add_to_search"
@@ -85,6 +87,7 @@ class _Reading:
     """This turn's new documents and their tasks, kept up to date while they are read."""
 
     tasks: dict[str, CustomTask] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
     watcher: asyncio.Task[None] | None = None
 
 
@@ -155,21 +158,32 @@ class SearchFilesTool(ToolPlugin):
         for state in await self._library.states(owner, added):
             task = CustomTask(title=f"Reading {state.name}…", icon="document",
                               status_indicator="loading")  # fmt: skip
-            reading.tasks[state.id] = task
+            reading.tasks[state.id], reading.names[state.id] = task, state.name
             await turn.show_task(task, stopped_title=f"Reading {state.name} (continues in the "
                                  "background)")  # fmt: skip
         reading.watcher = asyncio.create_task(self._watch(turn, reading))
 
     async def _watch(self, turn: TurnContext, reading: _Reading) -> None:
         # Polled, not notified: the reader may be another server process.
-        while await self._refresh(turn, reading, final=False):  # noqa: ASYNC110
+        while True:
+            try:
+                if not await self._refresh(turn, reading, final=False):
+                    return
+            except Exception:  # Postgres away for a moment: the tasks catch up later
+                logger.warning("refreshing the reading tasks failed", exc_info=True)
             await asyncio.sleep(_POLL)
 
     async def _refresh(self, turn: TurnContext, reading: _Reading, *, final: bool) -> bool:
         """Bring the reading tasks up to date; whether any document is still being read."""
         owner = turn.request_context.user_id
         still = False
-        for state in await self._library.states(owner, list(reading.tasks)):
+        states = await self._library.states(owner, list(reading.tasks))
+        for gone in set(reading.tasks) - {state.id for state in states}:
+            task = reading.tasks.pop(gone)  # deleted (its attachment, say) while read
+            task.title = f"{reading.names[gone]} was removed before it was read"
+            task.content, task.status_indicator = None, "complete"
+            await turn.refresh_task(task)
+        for state in states:
             task = reading.tasks[state.id]
             title, content, done = reading_task(state, final=final)
             still = still or not done
@@ -193,8 +207,7 @@ class SearchFilesTool(ToolPlugin):
             return
         if reading.watcher is not None:
             reading.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading.watcher
+            await asyncio.gather(reading.watcher, return_exceptions=True)
         await self._refresh(turn, reading, final=True)
 
     def stopped(self, turn: TurnContext, items: list[ThreadItem]) -> list[ThreadItem]:
@@ -346,7 +359,10 @@ def _chosen(documents: list[DocumentState], file: str | None) -> list[DocumentSt
 
 def _source(passage: Passage) -> FileSource:
     where = f"{passage.name}, page {passage.page}" if passage.page else passage.name
-    return FileSource(filename=passage.name, title=where, description=passage.snippet or None)
+    # The snippet's **highlights** are for the model's Markdown; a source's description is
+    # shown as plain text.
+    snippet = passage.snippet.replace("**", "")
+    return FileSource(filename=passage.name, title=where, description=snippet or None)
 
 
 def _searches(turn: TurnContext) -> dict[str, SearchTask]:
