@@ -1,7 +1,8 @@
 """Every setting Workbench reads, in one typed place.
 
-Nothing else in the package reads ``os.environ``: add a field here, document it in the
-README's settings table, and pass the value down.
+Nothing else in the package reads ``os.environ``: add a field here (or, for document search,
+in its section ``config_documents``), document it in the README's settings table, and pass
+the value down.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from workbench.config_documents import DocumentSearchSettings
 
 _S3_COPY_MAX_MB = 5 * 1024
 LOCAL_DEV_ORIGINS = [
@@ -22,7 +25,7 @@ LOCAL_DEV_ORIGINS = [
 ]
 
 
-class Settings(BaseSettings):
+class Settings(DocumentSearchSettings):
     model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
 
     database_url: str | None = Field(
@@ -266,84 +269,6 @@ class Settings(BaseSettings):
     calculator_time_budget: float = Field(
         default=1.0, gt=0, le=60, description="Seconds one calculation may take."
     )
-
-    # -- document search -------------------------------------------------------------------
-    file_search: Literal["postgres", "openai", "off"] = Field(
-        default="postgres",
-        description="Search over the documents of a thread: full-text (and vector) search in "
-        "Postgres, OpenAI vector stores (the hosted file_search tool), or off.",
-    )
-    documents_max_mb: int = Field(
-        default=50, ge=1, description="Largest document read for search, in MiB."
-    )
-    documents_max_pages: int = Field(
-        default=500, ge=1, description="Pages (slides, sheets) read of one document at most."
-    )
-    documents_max_unpacked_mb: int = Field(
-        default=256, ge=1, description="Largest unpacked size of a DOCX/PPTX/XLSX, in MiB."
-    )
-    documents_memory_mb: int = Field(
-        default=1024, ge=128, description="Address space of the process reading a document."
-    )
-    documents_timeout: float = Field(
-        default=300.0, gt=0, description="Seconds one document may take to read."
-    )
-    documents_workers: int = Field(
-        default=2, ge=1, description="Documents read at once by one server process."
-    )
-    documents_search_wait: float = Field(
-        default=10.0, ge=0,
-        description="Seconds search_files waits for a document still being read.",
-    )  # fmt: skip
-    search_results: int = Field(
-        default=5, ge=1, le=20, description="Passages one search_files call returns."
-    )
-    # Semantic ranking: chunk embeddings from any OpenAI-compatible /v1/embeddings endpoint.
-    embeddings_model: str | None = Field(
-        default=None,
-        description="Embeddings model for semantic ranking of document search (fused with "
-        "full-text search); unset: full-text search alone.",
-    )
-    embeddings_base_url: str | None = Field(
-        default=None,
-        description="OpenAI-compatible server of the embeddings model (Ollama, vLLM...); unset: "
-        "the model provider's (OPENAI_BASE_URL or WORKBENCH_CHAT_COMPLETIONS_BASE_URL).",
-    )
-    embeddings_api_key: SecretStr | None = Field(
-        default=None, description="Key for WORKBENCH_EMBEDDINGS_BASE_URL; unset: the provider's."
-    )
-    embeddings_dimensions: int | None = Field(
-        default=None, ge=1, le=16000,
-        description="Dimensions asked of the model (text-embedding-3-*); unset: its own.",
-    )  # fmt: skip
-    embeddings_batch: int = Field(
-        default=64, ge=1, le=2048, description="Chunks embedded by one embeddings request."
-    )
-    embeddings_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds one background embeddings request may take."
-    )
-    embeddings_max_retries: int = Field(
-        default=4, ge=0, description="Retries of a failed embeddings request (429, 5xx, network)."
-    )
-    embeddings_query_timeout: float = Field(
-        default=3.0, gt=0,
-        description="Seconds a search waits for its query's embedding before it ranks by "
-        "full-text alone.",
-    )  # fmt: skip
-    openai_vector_store_idle_days: int = Field(
-        default=7, ge=1, le=365,
-        description="Days a thread's OpenAI vector store may go unused before OpenAI expires "
-        "it (file_search=openai); it is rebuilt on the thread's next turn.",
-    )  # fmt: skip
-    openai_indexing_wait: float = Field(
-        default=60.0, ge=0,
-        description="Seconds a turn waits for OpenAI to index the documents it brings.",
-    )  # fmt: skip
-    openai_delete_retry: float = Field(
-        default=10.0, gt=0,
-        description="Seconds before a failed deletion at OpenAI is tried again (doubling each "
-        "time, up to an hour).",
-    )  # fmt: skip
 
     @field_validator("secret_key")
     @classmethod
