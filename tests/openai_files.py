@@ -9,6 +9,7 @@ rules hold: deleting a file removes it from every store, a store's files go with
 Switches: ``failing`` makes every one of these endpoints fail (``"unreachable"``: the
 connection drops mid-answer, as a network failure looks to the client; ``"error"``: a 500);
 ``expire(store)`` expires a store; ``refused`` names files whose indexing fails;
+``rejected`` names files that attaching to a store refuses with a 400 (their format);
 ``polls_to_index`` is how many looks at a file its indexing takes.
 """
 
@@ -53,6 +54,8 @@ class OpenAIFiles:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.failing: Literal["unreachable", "error"] | None = None
         self.refused: dict[str, str] = {}  # file name -> why its indexing fails
+        self.rejected: dict[str, str] = {}  # file name -> why attaching it is a 400
+        self.attach_requests = 0
         self.polls_to_index = 1
         self._looks: dict[tuple[str, str], int] = {}
         self._ids = itertools.count(1)
@@ -154,6 +157,12 @@ class OpenAIFiles:
             return _not_found("vector store", store_id)
         if file_id not in self.files:
             return _not_found("file", file_id)
+        self.attach_requests += 1
+        why = self.rejected.get(self.files[file_id]["filename"])
+        if why is not None:
+            error = {"message": why, "type": "invalid_request_error", "param": "file_id",
+                     "code": "unsupported_file"}  # fmt: skip
+            return JSONResponse({"error": error}, status_code=400)
         self.attached[store_id][file_id] = {
             "id": file_id, "object": "vector_store.file", "created_at": int(time.time()),
             "usage_bytes": 0, "vector_store_id": store_id, "status": "in_progress",

@@ -233,6 +233,25 @@ async def test_a_document_openai_cannot_index_is_named_to_the_user_and_the_model
     assert f"sales.csv ({why})" in scripted.streamed[-1]["instructions"]
 
 
+async def test_a_file_openai_rejects_outright_is_not_sent_again_on_later_turns(
+    hosted: LiveServer, scripted: ScriptedOpenAI, openai_files: OpenAIFiles,
+    http: httpx.AsyncClient,
+) -> None:  # fmt: skip
+    why = "Files with extensions [.csv] are not supported for file search."
+    openai_files.rejected["sales.csv"] = why
+    sales = await upload(http, hosted, "sales.csv", b"month,revenue\njuly,12\n", "text/csv")
+
+    thread_id, events = await start_with_report(http, hosted, scripted, sales)
+
+    assert ("Could not index sales.csv on OpenAI", "none") in indexing_states(events)
+    attaches = openai_files.attach_requests
+    scripted.script(responses_step([Text("Noted.")]))
+    later = await stream_events(http, hosted.url, add_message(thread_id, "And the sales?"))
+    assert openai_files.attach_requests == attaches
+    assert not [s for s in indexing_states(later) if "sales.csv" in s[0]]
+    assert "sales.csv (" in scripted.streamed[-1]["instructions"]
+
+
 async def test_unreachable_openai_leaves_documents_unsearchable_and_the_next_turn_retries(
     hosted: LiveServer, scripted: ScriptedOpenAI, openai_files: OpenAIFiles,
     http: httpx.AsyncClient,

@@ -173,6 +173,14 @@ class HostedMirror:
         except _FAILURES as error:
             logger.warning("could not index %s at OpenAI: %s", document.attachment_id,
                            describe(error))  # fmt: skip
+            if _refusal(error) and document.file_id is not None:
+                # OpenAI's verdict on the file itself (a CSV, say): kept, so no later turn
+                # sends it again only to be told the same.
+                document.vector_store_id, document.status = store, "failed"
+                document.note = describe(error)
+                await self.records.file_indexing(
+                    document.file_id, owner, store, "failed", document.note
+                )
             await _fail(item, describe(error), changed)
             return
         _settle(item)
@@ -235,6 +243,11 @@ def _settle(item: Mirrored) -> None:
         item.state, item.reason = "indexing", "OpenAI is still indexing it"
     else:
         item.state, item.reason = "failed", note or f"OpenAI's indexing ended {status}"
+
+
+def _refusal(error: BaseException) -> bool:
+    """Whether OpenAI refused the request for what it carries, not for its own state."""
+    return isinstance(error, APIStatusError) and error.status_code in {400, 413, 415, 422}
 
 
 async def _fail(item: Mirrored, reason: str, changed: Changed) -> None:
