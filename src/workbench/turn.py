@@ -117,6 +117,13 @@ class TurnContext(AgentContext[RequestContext]):
         title = stopped_title or f"{task.title or 'Task'} (stopped)"
         self._shown.append((task, self.workflow_item, title))
 
+    async def update_task(self, task: Task, *, always: bool = False, **fields: Any) -> None:
+        """Set ``fields`` of ``task`` and send it if any of them changed (or ``always``)."""
+        if always or any(getattr(task, name) != value for name, value in fields.items()):
+            for name, value in fields.items():
+                setattr(task, name, value)
+            await self.refresh_task(task)
+
     async def refresh_task(self, task: Task) -> None:
         """Send ``task``'s new state to the client, and to the store if need be."""
         # By identity: tasks in the same state compare equal.

@@ -144,9 +144,8 @@ class FileSearchPlugin(ToolPlugin):
             state.indexing[item.document.attachment_id] = task
             stopped = f"Indexing {item.document.name} on OpenAI stopped"
             await turn.show_task(task, stopped_title=stopped)
-        elif (task.title, task.content, task.status_indicator) != (title, content, indicator):
-            task.title, task.content, task.status_indicator = title, content, indicator
-            await turn.refresh_task(task)
+        else:
+            await turn.update_task(task, title=title, content=content, status_indicator=indicator)
 
     # -- a search, as the model streams it ----------------------------------------------------
 
@@ -158,10 +157,8 @@ class FileSearchPlugin(ToolPlugin):
     async def call_event(self, turn: TurnContext, event: Any) -> None:
         task = _turn(turn).searches.get(str(event.item_id))
         title = _PROGRESS.get(str(event.type))
-        if task is None or title is None or task.title == title:
-            return
-        task.title = title
-        await turn.refresh_task(task)
+        if task is not None and title is not None:
+            await turn.update_task(task, title=title)
 
     async def call_written(self, turn: TurnContext, item: Any) -> None:
         state = _turn(turn)

@@ -192,13 +192,9 @@ class SearchFilesTool(ToolPlugin):
             )
             # The last refresh always goes out: the watcher's last one may have been streamed
             # after the model finished, when nothing read the stream any more.
-            if final or (task.title, task.content, task.status_indicator) != (
-                title,
-                content,
-                indicator,
-            ):
-                task.title, task.content, task.status_indicator = title, content, indicator
-                await turn.refresh_task(task)
+            await turn.update_task(
+                task, always=final, title=title, content=content, status_indicator=indicator
+            )
         return still
 
     async def turn_finished(self, turn: TurnContext) -> None:
@@ -280,10 +276,7 @@ class SearchFilesTool(ToolPlugin):
         ids = [d.id for d in chosen]
         while any(d.reading for d in chosen) and time.monotonic() < deadline:
             reading = next(d for d in chosen if d.reading)
-            title = f"Reading {reading.name}" + pages_so_far(reading)
-            if task.title != title:
-                task.title = title
-                await turn.refresh_task(task)
+            await turn.update_task(task, title=f"Reading {reading.name}" + pages_so_far(reading))
             await asyncio.sleep(_POLL)
             chosen = await self._library.states(turn.request_context.user_id, ids)
         return chosen

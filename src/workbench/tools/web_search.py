@@ -95,10 +95,8 @@ class WebSearchPlugin(ToolPlugin):
     async def call_event(self, turn: TurnContext, event: Any) -> None:
         task = _searches(turn).open.get(str(event.item_id))
         title = _PROGRESS.get(str(event.type))
-        if task is None or title is None or task.title == title:
-            return
-        task.title = title
-        await turn.refresh_task(task)
+        if task is not None and title is not None:
+            await turn.update_task(task, title=title)
 
     async def call_written(self, turn: TurnContext, item: Any) -> None:
         task = _searches(turn).open.pop(str(item.id), None)
