@@ -37,12 +37,20 @@ def admin_server() -> Iterator[str]:
     elif _reachable(LOCAL_SERVER):
         yield LOCAL_SERVER
     else:
-        with tempfile.TemporaryDirectory(prefix="workbench-test-pg-") as tmp:
-            embedded = EmbeddedPostgres(Path(tmp) / "postgres")
-            try:
-                yield embedded.start()
-            finally:
-                embedded.stop()
+        with embedded_server("workbench-test-pg-") as url:
+            yield url
+
+
+@contextmanager
+def embedded_server(prefix: str) -> Iterator[str]:
+    """An embedded Postgres 18 (it has pgvector) under a temporary directory named
+    ``prefix…``, stopped and removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        embedded = EmbeddedPostgres(Path(tmp) / "postgres")
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
 
 
 def create_database(admin_url: str, prefix: str = "workbench_test") -> str:

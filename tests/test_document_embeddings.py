@@ -14,7 +14,6 @@ import asyncio
 import io
 import json
 import logging
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +38,7 @@ from tests.live import (
     stream_events,
     title_step,
 )
-from tests.postgres_server import throwaway_database
+from tests.postgres_server import embedded_server, throwaway_database
 from workbench.agent.response_events import FunctionCall, Text
 from workbench.config import Settings
 from workbench.context import RequestContext
@@ -55,7 +54,7 @@ from workbench.documents.embeddings import (
 from workbench.documents.library import DocumentLibrary
 from workbench.documents.ranking import RRF_K, VectorSearch, reciprocal_rank_fusion
 from workbench.documents.search import Passage, Scope, search_passages
-from workbench.store import EmbeddedPostgres, PostgresStore, open_pool
+from workbench.store import PostgresStore, open_pool
 from workbench.store.migrations import apply_migrations
 
 GARAGE = "Automobile maintenance at our workshop takes two hours."
@@ -72,12 +71,8 @@ SECTIONS = [("Garage", GARAGE), ("Bakery", BAKERY), ("Invoices", INVOICES), ("Fl
 def vector_server() -> Iterator[str]:
     """An embedded Postgres 18, which has pgvector (started once, ~1 s). Not under pytest's
     temporary directories: another pytest run of the same user may prune those meanwhile."""
-    with tempfile.TemporaryDirectory(prefix="workbench-pgvector-") as directory:
-        embedded = EmbeddedPostgres(Path(directory) / "postgres")
-        try:
-            yield embedded.start()
-        finally:
-            embedded.stop()
+    with embedded_server("workbench-pgvector-") as url:
+        yield url
 
 
 @pytest.fixture

@@ -130,22 +130,18 @@ class DocumentLibrary:
     # -- what a thread has ----------------------------------------------------------------
 
     async def thread_documents(self, owner: str, thread_id: str) -> list[DocumentState]:
-        async with self.pool.connection() as conn:
-            cursor = conn.cursor(row_factory=class_row(DocumentState))
-            await cursor.execute(
-                f"SELECT {_STATE_COLUMNS} FROM documents "
-                "WHERE thread_id = %s AND owner = %s ORDER BY created_at, id",
-                (thread_id, owner),
-            )
-            return await cursor.fetchall()
+        return await self._states("thread_id = %s", thread_id, owner)
 
     async def states(self, owner: str, ids: Sequence[str]) -> list[DocumentState]:
+        return await self._states("id = ANY(%s)", list(ids), owner)
+
+    async def _states(self, which: str, value: Any, owner: str) -> list[DocumentState]:
         async with self.pool.connection() as conn:
             cursor = conn.cursor(row_factory=class_row(DocumentState))
             await cursor.execute(
                 f"SELECT {_STATE_COLUMNS} FROM documents "
-                "WHERE id = ANY(%s) AND owner = %s ORDER BY created_at, id",
-                (list(ids), owner),
+                f"WHERE {which} AND owner = %s ORDER BY created_at, id",
+                (value, owner),
             )
             return await cursor.fetchall()
 
