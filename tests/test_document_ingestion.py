@@ -237,6 +237,9 @@ async def test_add_to_search_reads_a_workspace_file_and_refuses_what_it_cannot(
         responses_step([Text("Monday [1].")]),
     )  # fmt: skip
     no_errors(await stream_events(http, provider.url, add_message(thread_id, "Add them")))
+    # What the model adds is shown being read, as an attachment is.
+    read = reading_tasks(await list_items(http, provider.url, thread_id))["Read plan.md"]
+    assert read.status_indicator == "complete"
 
     added = outputs(scripted_openai.streamed[-2])
     assert added["a0"] == (

@@ -79,7 +79,8 @@ def plugins(services: ToolServices) -> list[ToolPlugin]:
     indexer = DocumentIndexer(library, services.blobs, services.workspaces, services.settings)
     indexer.start()
     semantic = start_vector_search(services.pool, services.settings)
-    return [SearchFilesTool(indexer, services, semantic), AddToSearchTool(indexer, services)]
+    search = SearchFilesTool(indexer, services, semantic)
+    return [search, AddToSearchTool(search, services)]
 
 
 @dataclass
@@ -98,7 +99,7 @@ class SearchFilesTool(ToolPlugin):
     def __init__(self, indexer: DocumentIndexer, services: ToolServices,
                  semantic: VectorSearch | None) -> None:  # fmt: skip
         self._indexer = indexer
-        self._library = indexer.library
+        self.library = indexer.library
         self._settings = services.settings
         self._signer = services.signer
         self._semantic = semantic
@@ -146,22 +147,29 @@ class SearchFilesTool(ToolPlugin):
             kind = kind_of(attachment.name, attachment.mime_type)
             if kind is None:
                 continue
-            document_id = await self._library.add_attachment(
+            document_id = await self.library.add_attachment(
                 owner, turn.thread.id, attachment.id, attachment.name, attachment.mime_type, kind
             )
             if document_id is not None:
                 added.append(document_id)
+        await self.track(turn, added)
+
+    async def track(self, turn: TurnContext, added: list[str]) -> None:
+        """Have the documents just queued read, each shown as a task kept up to date."""
         if not added:
             return
         self._indexer.wake()
         reading = turn.state(f"{TOOL_NAME}:reading", _Reading)
-        for state in await self._library.states(owner, added):
+        for state in await self.library.states(turn.request_context.user_id, added):
+            if state.id in reading.tasks:
+                continue
             task = CustomTask(title=f"Reading {state.name}…", icon="document",
                               status_indicator="loading")  # fmt: skip
             reading.tasks[state.id], reading.names[state.id] = task, state.name
             await turn.show_task(task, stopped_title=f"Reading {state.name} (continues in the "
                                  "background)")  # fmt: skip
-        reading.watcher = asyncio.create_task(self._watch(turn, reading))
+        if reading.watcher is None or reading.watcher.done():
+            reading.watcher = asyncio.create_task(self._watch(turn, reading))
 
     async def _watch(self, turn: TurnContext, reading: _Reading) -> None:
         # Polled, not notified: the reader may be another server process.
@@ -177,7 +185,7 @@ class SearchFilesTool(ToolPlugin):
         """Bring the reading tasks up to date; whether any document is still being read."""
         owner = turn.request_context.user_id
         still = False
-        states = await self._library.states(owner, list(reading.tasks))
+        states = await self.library.states(owner, list(reading.tasks))
         for gone in set(reading.tasks) - {state.id for state in states}:
             task = reading.tasks.pop(gone)  # deleted (its attachment, say) while read
             task.title = f"{reading.names[gone]} was removed before it was read"
@@ -239,7 +247,7 @@ class SearchFilesTool(ToolPlugin):
         query = " ".join(storable(query).split())[:_QUERY_CHARS]
         file = None if file is None else storable(file)
         owner, thread_id = turn.request_context.user_id, turn.thread.id
-        documents = await self._library.thread_documents(owner, thread_id)
+        documents = await self.library.thread_documents(owner, thread_id)
         if not documents:
             task.title = "No documents to search"
             return (
@@ -260,7 +268,7 @@ class SearchFilesTool(ToolPlugin):
         chosen = await self._wait_for(turn, task, chosen)
         scope = Scope(owner, thread_id, [d.same_as or d.id for d in chosen] if file else None)
         found = await search_passages(
-            self._library.pool, scope, query, self._settings.search_results, self._semantic
+            self.library.pool, scope, query, self._settings.search_results, self._semantic
         )
         sources = [_source(passage) for passage in found]
         numbers = turn.cite(sources)
@@ -278,7 +286,7 @@ class SearchFilesTool(ToolPlugin):
             reading = next(d for d in chosen if d.reading)
             await turn.update_task(task, title=f"Reading {reading.name}" + pages_so_far(reading))
             await asyncio.sleep(_POLL)
-            chosen = await self._library.states(turn.request_context.user_id, ids)
+            chosen = await self.library.states(turn.request_context.user_id, ids)
         return chosen
 
     def _links(self, turn: TurnContext, found: list[Passage]) -> list[URLSource]:
@@ -300,8 +308,8 @@ class SearchFilesTool(ToolPlugin):
 class AddToSearchTool(ToolPlugin):
     id = ADD_TOOL_NAME
 
-    def __init__(self, indexer: DocumentIndexer, services: ToolServices) -> None:
-        self._indexer = indexer
+    def __init__(self, search: SearchFilesTool, services: ToolServices) -> None:
+        self._search = search  # which reads what is added, and shows it being read
         self._workspaces = services.workspaces
 
     def tool(self) -> FunctionTool:
@@ -331,8 +339,10 @@ class AddToSearchTool(ToolPlugin):
                 f"{shown(relative)} is not a document search_files can read: PDF, DOCX, PPTX, "
                 "XLSX, CSV, HTML, Markdown and text files can be added."
             )
-        await self._indexer.library.add_path(owner, thread_id, relative, name, mime_type, kind)
-        self._indexer.wake()
+        library = self._search.library
+        await self._search.track(
+            turn, [await library.add_path(owner, thread_id, relative, name, mime_type, kind)]
+        )
         return f"Added {relative} to the documents: it is being read; search it with search_files."
 
 
